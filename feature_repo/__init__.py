@@ -1,0 +1,1 @@
+"""The Feast project of Kairos (entities, feature views, push sources)."""

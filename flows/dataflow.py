@@ -1,0 +1,107 @@
+"""The feature flow: event store → decode → keyed event-time features → sinks.
+
+Run it with ``kairos flow run`` (in process), or as a Bytewax cluster with
+``python -m bytewax.run flows.dataflow:flow -w 2`` (settings from ``KAIROS_*``).
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+import bytewax.operators as op
+from bytewax.dataflow import Dataflow
+
+from flows.sinks import CatalogSink, DeadLetterSink, OfflineLogSink, OnlineFeatureSink
+from flows.source import EventStoreSource
+from flows.steps import (
+    CellDemandState,
+    CellSupplyState,
+    FeatureParams,
+    ItemState,
+    SupplyUpdate,
+    UserActivityState,
+    demand_key,
+    is_item_event,
+    is_user_feature_event,
+    supply_key,
+)
+from kairos.config import Settings
+from kairos.decoding import decode, load_mappings
+from kairos.schema import Event
+from kairos.stores.event_store import open_event_store
+
+
+def _user_activity(params: FeatureParams, state: UserActivityState | None, event: Event):
+    state = state or UserActivityState()
+    return state, ("user_activity", state.update(event, params))
+
+
+def _item(state: ItemState | None, event: Event):
+    state = state or ItemState()
+    return state, state.update(event)
+
+
+def _demand(state: CellDemandState | None, keyed: tuple[str, Event]):
+    state = state or CellDemandState()
+    key, event = keyed
+    return state, ("cell_demand", state.update(key, event))
+
+
+def _supply(state: CellSupplyState | None, keyed: tuple[str, SupplyUpdate]):
+    state = state or CellSupplyState()
+    key, change = keyed
+    return state, ("cell_supply", state.update(key, change))
+
+
+def collections_to_read(settings: Settings, mappings: dict[str, Any]) -> list[str]:
+    """Every mapped collection plus any other the store holds (those dead-letter, never vanish)."""
+    store = open_event_store(settings)
+    try:
+        return sorted(set(mappings) | set(store.collections()))
+    finally:
+        store.close()
+
+
+def build_flow(settings: Settings, follow: bool = False, flow_id: str = "kairos_features") -> Dataflow:
+    mappings = load_mappings(settings.collections_file or None)
+    params = FeatureParams.from_settings(settings)
+    flow = Dataflow(flow_id)
+
+    records = op.input("event_store", flow, EventStoreSource(settings, collections_to_read(settings, mappings),
+                                                            follow=follow))
+    decoded = op.map("decode", records, partial(decode, mappings=mappings, h3_resolution=settings.h3_resolution))
+    split = op.branch("valid_or_dead", decoded, lambda x: isinstance(x, Event))
+    op.output("deadletters", split.falses, DeadLetterSink(settings))
+    events = split.trues
+    op.output("offline_events", events, OfflineLogSink(settings, "events"))
+
+    users = op.key_on("by_user", op.filter("user_events", events, is_user_feature_event), lambda e: e.actor_id)
+    user_rows = op.stateful_map("user_activity", users, partial(_user_activity, params))
+
+    items = op.key_on("by_item", op.filter("item_events", events, is_item_event), lambda e: e.item_id)
+    item_out = op.flat_map_value("item_outputs", op.stateful_map("item_state", items, _item), lambda xs: xs)
+    item_out = op.key_rm("item_outputs_unkeyed", item_out)
+    by_tag = op.branch("item_stats_or_other", item_out, lambda tagged: tagged[0] == "item_stats")
+    item_rows = by_tag.trues
+    catalog_or_supply = op.branch("catalog_or_supply", by_tag.falses, lambda tagged: tagged[0] == "catalog")
+    op.output("catalog", op.map("catalog_items", catalog_or_supply.trues, lambda t: t[1]), CatalogSink(settings))
+    supply = op.key_on("by_supply_cell", op.map("supply_updates", catalog_or_supply.falses, lambda t: t[1]),
+                       lambda kc: supply_key(*kc[0]))
+    supply = op.map_value("supply_key_str", supply, lambda kc: (supply_key(*kc[0]), kc[1]))
+    supply_rows = op.stateful_map("cell_supply", supply, _supply)
+
+    demand = op.filter_map("demand_events", events, lambda e: (k, e) if (k := demand_key(e)) else None)
+    demand = op.key_on("by_demand_cell", demand, lambda ke: ke[0])
+    demand_rows = op.stateful_map("cell_demand", demand, _demand)
+
+    rows = op.merge("feature_rows", op.key_rm("u", user_rows), item_rows, op.key_rm("s", supply_rows),
+                    op.key_rm("d", demand_rows))
+    op.output("online_features", rows, OnlineFeatureSink(settings))
+    op.output("offline_features", rows, OfflineLogSink(settings, "features"))
+    return flow
+
+
+def flow_from_env() -> Dataflow:
+    """Entry point for ``python -m bytewax.run flows.dataflow:flow_from_env``."""
+    return build_flow(Settings.from_env(), follow=True)

@@ -1,0 +1,135 @@
+"""Bytewax outputs: Feast online store, Parquet offline log, item catalog, dead-letter log."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from typing import Any
+
+from bytewax.outputs import DynamicSink, StatelessSinkPartition
+
+from kairos.config import Settings
+from kairos.schema import DeadLetter, Event
+from kairos.stores.catalog import CatalogItem, open_catalog
+from kairos.stores.deadletters import SqliteDeadLetters
+from kairos.stores.offline_log import OfflineLog
+from kairos.stores.online_features import OnlineFeatures
+from kairos.features import VIEWS
+
+log = logging.getLogger(__name__)
+
+FeatureRow = tuple[str, dict[str, Any]]  # (view name, row)
+
+
+def latest_per_key(rows: list[FeatureRow]) -> dict[str, list[dict[str, Any]]]:
+    """Keep, per view and entity key, only the newest row of a batch (by ``as_of``, then arrival):
+    the online store holds one row per key, so older ones in the same batch are wasted writes."""
+    newest: dict[tuple[str, tuple[str, ...]], dict[str, Any]] = {}
+    for view, row in rows:
+        key = (view, tuple(row[e] for e in VIEWS[view].entities))
+        current = newest.get(key)
+        if current is None or row["as_of"] >= current["as_of"]:
+            newest[key] = row
+    grouped: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for (view, _), row in newest.items():
+        grouped[view].append(row)
+    return grouped
+
+
+class _OnlineFeaturePartition(StatelessSinkPartition[FeatureRow]):
+    def __init__(self, settings: Settings) -> None:
+        self.features = OnlineFeatures(settings, apply=False)
+
+    def write_batch(self, items: list[FeatureRow]) -> None:
+        for view, rows in latest_per_key(items).items():
+            self.features.write(view, rows)
+
+
+class OnlineFeatureSink(DynamicSink[FeatureRow]):
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _OnlineFeaturePartition:
+        return _OnlineFeaturePartition(self.settings)
+
+
+class _OfflinePartition(StatelessSinkPartition[Any]):
+    """Buffers rows and writes a Parquet part file per ``flush_rows`` (and on close)."""
+
+    def __init__(self, settings: Settings, worker: str) -> None:
+        self.log = OfflineLog(settings.offline_dir)
+        self.worker = worker
+        self.flush_rows = settings.offline_flush_rows
+        self.events: list[Event] = []
+        self.rows: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        self.buffered = 0
+
+    def write_batch(self, items: list[Any]) -> None:
+        for item in items:
+            if isinstance(item, Event):
+                self.events.append(item)
+            else:
+                view, row = item
+                self.rows[view].append(row)
+        self.buffered += len(items)
+        if self.buffered >= self.flush_rows:
+            self.flush()
+
+    def flush(self) -> None:
+        self.log.write_events(self.events, self.worker)
+        for view, rows in self.rows.items():
+            self.log.write_rows(view, rows, self.worker)
+        self.events, self.rows, self.buffered = [], defaultdict(list), 0
+
+    def close(self) -> None:
+        self.flush()
+
+
+class OfflineLogSink(DynamicSink[Any]):
+    """Canonical events and feature rows to the Parquet offline log."""
+
+    def __init__(self, settings: Settings, name: str) -> None:
+        self.settings, self.name = settings, name
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _OfflinePartition:
+        return _OfflinePartition(self.settings, f"{self.name}-{worker_index}-{int(time.time() * 1000)}")
+
+
+class _CatalogPartition(StatelessSinkPartition[CatalogItem]):
+    def __init__(self, settings: Settings) -> None:
+        self.catalog = open_catalog(settings)
+
+    def write_batch(self, items: list[CatalogItem]) -> None:
+        newest: dict[str, CatalogItem] = {}
+        for item in items:
+            if item.item_id not in newest or item.updated_ts >= newest[item.item_id].updated_ts:
+                newest[item.item_id] = item
+        self.catalog.upsert(newest.values())
+
+    def close(self) -> None:
+        self.catalog.close()
+
+
+class CatalogSink(DynamicSink[CatalogItem]):
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _CatalogPartition:
+        return _CatalogPartition(self.settings)
+
+
+class _DeadLetterPartition(StatelessSinkPartition[DeadLetter]):
+    def __init__(self, settings: Settings) -> None:
+        self.letters = SqliteDeadLetters(settings.deadletter_path)
+
+    def write_batch(self, items: list[DeadLetter]) -> None:
+        self.letters.write(items)
+
+
+class DeadLetterSink(DynamicSink[DeadLetter]):
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _DeadLetterPartition:
+        return _DeadLetterPartition(self.settings)

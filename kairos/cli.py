@@ -1,0 +1,122 @@
+"""The ``kairos`` command line."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from kairos.config import Settings
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing may download weights at run time
+
+app = typer.Typer(help="Kairos: streaming features, online learning and suggestions.", no_args_is_help=True)
+flow_app = typer.Typer(help="The Bytewax feature flow.", no_args_is_help=True)
+deadletters_app = typer.Typer(help="Documents the flow could not decode.", no_args_is_help=True)
+app.add_typer(flow_app, name="flow")
+app.add_typer(deadletters_app, name="deadletters")
+console = Console()
+
+HomeOption = Annotated[Path | None, typer.Option("--home", help="Overrides KAIROS_HOME.")]
+
+
+def _settings(home: Path | None) -> Settings:
+    try:
+        return Settings.from_env(home=home)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+
+
+@app.command()
+def simulate(
+    days: Annotated[int, typer.Option(min=1, max=60, help="Simulated days.")] = 3,
+    seed: Annotated[int, typer.Option(help="Random seed (same seed and start, same documents).")] = 7,
+    users: Annotated[int, typer.Option(min=2, help="Number of users.")] = 400,
+    businesses: Annotated[int, typer.Option(min=2, help="Number of businesses.")] = 120,
+    start: Annotated[datetime | None, typer.Option(help="First simulated midnight (UTC).")] = None,
+    home: HomeOption = None,
+) -> None:
+    """Simulate a city into the event store (hidden ground truth goes to <home>/sim)."""
+    from kairos.simulate import SimConfig
+    from kairos.simulate import simulate as run_simulation
+    from kairos.stores.event_store import open_event_store
+
+    settings = _settings(home)
+    config = SimConfig(seed=seed, days=days, n_users=users, n_businesses=businesses, start=start)
+    summary = run_simulation(open_event_store(settings), config, settings.sim_dir, progress=True)
+    console.print_json(json.dumps({"documents": summary.documents, "start": summary.start.isoformat(),
+                                   "end": summary.end.isoformat(), "malformed": summary.malformed,
+                                   "ground_truth": str(summary.ground_truth_path)}))
+
+
+@flow_app.command("run")
+def flow_run(
+    follow: Annotated[bool, typer.Option(help="Keep tailing the log after catching up.")] = False,
+    home: HomeOption = None,
+) -> None:
+    """Run the feature flow over the event log in this process."""
+    from flows.runner import run_flow
+
+    report = run_flow(_settings(home), follow=follow)
+    console.print(f"processed {report.records} records in {report.seconds:.1f} s ({report.per_second:,.0f}/s)")
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Overrides KAIROS_API_HOST.")] = None,
+    port: Annotated[int | None, typer.Option(help="Overrides KAIROS_API_PORT.")] = None,
+    home: HomeOption = None,
+) -> None:
+    """Serve the HTTP API (OpenAPI docs at /docs)."""
+    import uvicorn
+
+    from serving.app import create_app
+
+    settings = _settings(home)
+    uvicorn.run(create_app(settings), host=host or settings.api_host, port=port or settings.api_port)
+
+
+@deadletters_app.command("list")
+def deadletters_list(
+    collection: Annotated[str | None, typer.Option(help="Only this collection.")] = None,
+    limit: Annotated[int, typer.Option(min=1)] = 20,
+    home: HomeOption = None,
+) -> None:
+    """Show dead letters with their reasons."""
+    from kairos.stores.deadletters import SqliteDeadLetters
+
+    letters = SqliteDeadLetters(_settings(home).deadletter_path)
+    console.print_json(json.dumps({"total": letters.count(), "by_collection": letters.counts_by_collection(),
+                                   "letters": letters.list(collection, limit)}))
+
+
+@app.command()
+def demo(
+    days: Annotated[int, typer.Option(min=1, max=30, help="Simulated days.")] = 3,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 7,
+    serve_api: Annotated[bool, typer.Option("--serve/--no-serve", help="Keep serving after printing.")] = True,
+    port: Annotated[int | None, typer.Option(help="Overrides KAIROS_API_PORT.")] = None,
+    home: HomeOption = None,
+) -> None:
+    """Simulate a city, stream it through the flow, start the API and show suggestions."""
+    from kairos.demo import run_demo
+
+    settings = _settings(home)
+    if port:
+        settings = settings.with_(api_port=port)
+    run_demo(settings, days=days, seed=seed, serve=serve_api, console=console)
+
+
+def main() -> None:  # pragma: no cover
+    logging.basicConfig(level=logging.WARNING)
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,116 @@
+"""All configuration in one place: environment variables with the ``KAIROS_`` prefix.
+
+Every knob Kairos has is a field of :class:`Settings`; the README lists them. Components receive a
+``Settings`` instance instead of reading the environment themselves, so tests can build one with
+``Settings(home=tmp_path)`` and never touch global state.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any, Literal
+
+Profile = Literal["local", "redis"]
+
+
+def _env_default(name: str, default: Any) -> Any:
+    raw = os.environ.get(f"KAIROS_{name.upper()}")
+    if raw is None:
+        return default
+    if isinstance(default, bool):
+        return raw.strip().lower() in {"1", "true", "yes", "on"}
+    if isinstance(default, int):
+        return int(raw)
+    if isinstance(default, float):
+        return float(raw)
+    if isinstance(default, Path):
+        return Path(raw).expanduser()
+    return raw
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Kairos settings. ``Settings.from_env()`` reads ``KAIROS_<FIELD>`` for each field."""
+
+    #: Where the embedded profile keeps everything (event log, online store, offline log, catalog).
+    home: Path = Path("./var")
+    #: ``local``: Feast SQLite online store; ``redis``: Feast Redis online store.
+    profile: str = "local"
+    #: Redis connection for the ``redis`` profile (``host:port`` plus optional ``,db=N``).
+    redis_url: str = "127.0.0.1:6379"
+    #: Feast project name; also namespaces Redis keys, so tests use one of their own.
+    feast_project: str = "kairos"
+    #: H3 resolution of the ``cell`` of an event (8 is about 0.7 km² per cell).
+    h3_resolution: int = 8
+    #: Coarser H3 resolution used to find a user's home area.
+    home_resolution: int = 6
+    #: A user whose last location is farther than this from home is travelling.
+    travel_km: float = 100.0
+    #: Collection → decoder mapping file; empty means the packaged default.
+    collections_file: str = ""
+    #: API bind address for ``kairos serve``.
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    #: Default search radius of suggestions, and its hard upper bound.
+    suggest_radius_km: float = 3.0
+    max_radius_km: float = 50.0
+    #: How often a tailing flow polls the event store when it is caught up.
+    poll_interval_s: float = 0.2
+    #: Rows buffered by the offline-log sink before a Parquet part file is written.
+    offline_flush_rows: int = 20000
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> Settings:
+        values = {f.name: _env_default(f.name, f.default) for f in fields(cls)}
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def with_(self, **changes: Any) -> Settings:
+        return replace(self, **changes)
+
+    def validate(self) -> None:
+        if self.profile not in ("local", "redis"):
+            raise ValueError(f"KAIROS_PROFILE must be 'local' or 'redis', not {self.profile!r}")
+        if not 0 <= self.h3_resolution <= 15 or not 0 <= self.home_resolution <= 15:
+            raise ValueError("KAIROS_H3_RESOLUTION and KAIROS_HOME_RESOLUTION must be in 0..15")
+
+    # Paths of the embedded profile, derived so that there is one source of truth: ``home``.
+    @property
+    def event_log_path(self) -> Path:
+        return self.home / "events.sqlite"
+
+    @property
+    def deadletter_path(self) -> Path:
+        return self.home / "deadletters.sqlite"
+
+    @property
+    def catalog_path(self) -> Path:
+        return self.home / "catalog.sqlite"
+
+    @property
+    def offline_dir(self) -> Path:
+        return self.home / "offline"
+
+    @property
+    def feast_dir(self) -> Path:
+        return self.home / "feast"
+
+    @property
+    def sim_dir(self) -> Path:
+        return self.home / "sim"
+
+    @property
+    def recovery_dir(self) -> Path:
+        return self.home / "recovery"
+
+
+def settings_fields() -> list[tuple[str, Any, str]]:
+    """(env var, default, type) for the README's configuration table."""
+    return [(f"KAIROS_{f.name.upper()}", f.default, str(f.type)) for f in fields(Settings)]
+
+
+__all__ = ["Settings", "Profile", "settings_fields"]

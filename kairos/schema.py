@@ -1,0 +1,112 @@
+"""The canonical event (DESIGN §3) and the dead-letter record.
+
+Every source document, whatever its shape, becomes one :class:`Event` or one :class:`DeadLetter`.
+Both are plain frozen dataclasses so they pickle cheaply between Bytewax workers.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+#: Kinds a user does (behaviour) and kinds a business publishes (items).
+USER_KINDS = (
+    "location", "search", "voice", "view", "click", "save", "purchase", "booking",
+    "impression", "dismiss", "report",
+)
+ITEM_KINDS = ("offer", "event", "service", "product", "informative")
+#: Item lifecycle operations carried in ``attrs["op"]`` of item events.
+ITEM_OPS = ("create", "update", "delete")
+#: Engagement kinds that count towards item and user statistics.
+ENGAGEMENT_KINDS = ("view", "click", "save", "purchase", "booking")
+
+CATEGORIES = (
+    "food", "coffee", "spa", "fitness", "sport", "culture", "retail", "services",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One canonical event. ``ts`` and ``valid_*`` are timezone-aware UTC datetimes."""
+
+    event_id: str
+    ts: datetime
+    actor_type: str
+    actor_id: str
+    kind: str
+    collection: str = ""
+    item_id: str | None = None
+    category: str | None = None
+    lat: float | None = None
+    lon: float | None = None
+    cell: str | None = None
+    price: float | None = None
+    original_price: float | None = None
+    currency: str | None = None
+    valid_from: datetime | None = None
+    valid_to: datetime | None = None
+    text: str | None = None
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_item(self) -> bool:
+        return self.actor_type == "business" and self.kind in ITEM_KINDS
+
+    @property
+    def op(self) -> str:
+        """Lifecycle operation of an item event (``create``/``update``/``delete``)."""
+        return str(self.attrs.get("op", "create"))
+
+    @property
+    def discount(self) -> float | None:
+        if self.price is None or not self.original_price or self.original_price <= 0:
+            return None
+        return max(0.0, 1.0 - self.price / self.original_price)
+
+    def to_row(self) -> dict[str, Any]:
+        """Flat row for the Parquet offline log (``attrs`` as JSON text)."""
+        row = asdict(self)
+        row["attrs"] = json.dumps(self.attrs, default=str, sort_keys=True)
+        return row
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> Event:
+        values = dict(row)
+        attrs = values.get("attrs")
+        values["attrs"] = json.loads(attrs) if isinstance(attrs, str) and attrs else {}
+        for key in ("ts", "valid_from", "valid_to"):
+            values[key] = to_utc(values.get(key))
+        for key in ("lat", "lon", "price", "original_price"):
+            if values.get(key) is not None and values[key] != values[key]:  # NaN from pandas
+                values[key] = None
+        for key in ("item_id", "category", "cell", "currency", "text"):
+            if values.get(key) is not None and not isinstance(values[key], str):
+                values[key] = None
+        return cls(**{k: values.get(k) for k in cls.__dataclass_fields__})
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A document that could not be decoded, kept whole with the reason."""
+
+    collection: str
+    position: str
+    reason: str
+    document: str  # JSON text of the source document, as received
+    source_id: str | None = None
+    received_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+
+
+def to_utc(value: Any) -> datetime | None:
+    """Coerce pandas/NumPy/naive timestamps read back from storage to aware UTC datetimes."""
+    if value is None:
+        return None
+    if hasattr(value, "to_pydatetime"):
+        if value != value:  # NaT
+            return None
+        value = value.to_pydatetime()
+    if isinstance(value, datetime):
+        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+    raise TypeError(f"not a timestamp: {value!r}")

@@ -1,0 +1,87 @@
+"""The offline log: canonical events and feature rows as Parquet part files.
+
+Layout under ``<home>/offline``: ``events/part-*.parquet`` and ``features/<view>/part-*.parquet``
+(the Feast batch sources of the views). Part files are written whole to a temporary name and
+renamed, so a reader never sees half a file.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from kairos.features import VIEWS
+from kairos.schema import Event
+
+_TS = pa.timestamp("us", tz="UTC")
+EVENT_SCHEMA = pa.schema([
+    ("event_id", pa.string()), ("ts", _TS), ("actor_type", pa.string()), ("actor_id", pa.string()),
+    ("kind", pa.string()), ("collection", pa.string()), ("item_id", pa.string()), ("category", pa.string()),
+    ("lat", pa.float64()), ("lon", pa.float64()), ("cell", pa.string()), ("price", pa.float64()),
+    ("original_price", pa.float64()), ("currency", pa.string()), ("valid_from", _TS), ("valid_to", _TS),
+    ("text", pa.string()), ("attrs", pa.string()),
+])
+_ARROW_TYPES = {"int": pa.int64(), "float": pa.float64(), "str": pa.string(), "bool": pa.bool_()}
+
+
+def feature_schema(view: str) -> pa.Schema:
+    spec = VIEWS[view]
+    return pa.schema(
+        [(e, pa.string()) for e in spec.entities]
+        + [(f.name, _ARROW_TYPES[f.dtype]) for f in spec.fields]
+        + [("event_timestamp", _TS)]
+    )
+
+
+class OfflineLog:
+    """Append-only Parquet log of events and feature rows."""
+
+    def __init__(self, root: Path | str) -> None:
+        self.root = Path(root)
+
+    @property
+    def events_dir(self) -> Path:
+        return self.root / "events"
+
+    def features_dir(self, view: str) -> Path:
+        return self.root / "features" / view
+
+    def write_events(self, events: list[Event], writer: str = "w0") -> Path | None:
+        if not events:
+            return None
+        table = pa.Table.from_pylist([e.to_row() for e in events], schema=EVENT_SCHEMA)
+        return self._write(self.events_dir, table, writer)
+
+    def write_rows(self, view: str, rows: list[dict[str, Any]], writer: str = "w0") -> Path | None:
+        if not rows:
+            return None
+        stamped = [{**r, "event_timestamp": pd.Timestamp(r["as_of"], unit="s", tz="UTC")} for r in rows]
+        table = pa.Table.from_pylist(stamped, schema=feature_schema(view))
+        return self._write(self.features_dir(view), table, writer)
+
+    def _write(self, folder: Path, table: pa.Table, writer: str) -> Path:
+        folder.mkdir(parents=True, exist_ok=True)
+        name = f"part-{writer}-{uuid.uuid4().hex[:12]}.parquet"
+        tmp = folder / f".{name}.tmp"
+        pq.write_table(table, tmp)
+        os.replace(tmp, folder / name)
+        return folder / name
+
+    def read_events(self) -> pd.DataFrame:
+        return self._read(self.events_dir, EVENT_SCHEMA)
+
+    def read_rows(self, view: str) -> pd.DataFrame:
+        return self._read(self.features_dir(view), feature_schema(view))
+
+    @staticmethod
+    def _read(folder: Path, schema: pa.Schema) -> pd.DataFrame:
+        files = sorted(folder.glob("part-*.parquet")) if folder.exists() else []
+        if not files:
+            return schema.empty_table().to_pandas()
+        return pa.concat_tables([pq.read_table(f, schema=schema) for f in files]).to_pandas()
