@@ -116,16 +116,18 @@ class SqliteCatalog:
         return _to_item(row) if row else None
 
     def near(self, lat: float, lon: float, radius_km: float, at: datetime | None = None,
-             limit: int = 2000) -> list[CatalogItem]:
-        """Items inside the bounding box of the circle, active at ``at`` (all states when None)."""
+             limit: int = 2000, until: datetime | None = None) -> list[CatalogItem]:
+        """Items inside the bounding box of the circle that are live at some moment of
+        ``[at, until]`` (just at ``at`` when ``until`` is None; every state when ``at`` is None)."""
         min_lat, max_lat, min_lon, max_lon = bounding_box(lat, lon, radius_km)
         sql = (f"SELECT {', '.join(_COLUMNS)} FROM items WHERE lat BETWEEN ? AND ? AND lon BETWEEN ? AND ?")
         args: list[Any] = [min_lat, max_lat, min_lon, max_lon]
         if at is not None:
-            ts = at.astimezone(timezone.utc).timestamp()
+            start = at.astimezone(timezone.utc).timestamp()
+            end = (until or at).astimezone(timezone.utc).timestamp()
             sql += (" AND deleted = 0 AND (valid_from IS NULL OR valid_from <= ?)"
                     " AND (valid_to IS NULL OR valid_to > ?)")
-            args += [ts, ts]
+            args += [end, start]
         sql += " LIMIT ?"
         args.append(limit)
         return [_to_item(r) for r in self._conn().execute(sql, args)]

@@ -1,0 +1,68 @@
+"""The services a request needs, created once per process and handed to routes with ``Depends``.
+
+Stores are opened at startup (lifespan), not per request: opening Feast costs seconds, and the
+SQLite stores keep one connection per thread. Tests build one :class:`Services` per module and pass
+it to :func:`serving.app.create_app`, so each test does not pay the start-up again.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+
+from kairos.config import Settings
+from kairos.stores.catalog import SqliteCatalog, open_catalog
+from kairos.stores.event_store import EventStore, open_event_store
+from online.transparent_ranker import TransparentRanker
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Services:
+    """Everything routes use: settings, stores and the ranker."""
+
+    settings: Settings
+    event_store: EventStore
+    catalog: SqliteCatalog
+    #: :class:`kairos.stores.online_features.OnlineFeatures` (typed loosely: importing Feast is slow).
+    features: Any
+    ranker: TransparentRanker = field(default_factory=TransparentRanker)
+
+    @classmethod
+    def start(cls, settings: Settings) -> Services:
+        """Open the configured stores and register the feature views (idempotent)."""
+        # Imported here so that importing the app (e.g. for OpenAPI generation) does not load Feast.
+        from kairos.stores.online_features import OnlineFeatures
+
+        settings.home.mkdir(parents=True, exist_ok=True)
+        return cls(
+            settings=settings,
+            event_store=open_event_store(settings),
+            catalog=open_catalog(settings),
+            features=OnlineFeatures(settings),
+        )
+
+    def close(self) -> None:
+        # Each store closes the connection of the calling thread; worker-thread connections go with
+        # the process, which is what SQLite expects.
+        for store in (self.event_store, self.catalog):
+            try:
+                store.close()
+            except Exception:  # closing must never hide the reason the app is stopping
+                log.warning("closing %s failed", type(store).__name__, exc_info=True)
+
+
+def get_services(request: Request) -> Services:
+    return request.app.state.services
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.services.settings
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]

@@ -1,0 +1,1 @@
+"""One router per resource; :func:`serving.app.create_app` mounts them."""

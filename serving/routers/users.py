@@ -1,0 +1,156 @@
+"""Consumer-app routes of a user: record a location, get suggestions (DESIGN §6)."""
+
+from __future__ import annotations
+
+import logging
+import math
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query
+
+from kairos.config import Settings
+from serving.deps import ServicesDep
+from serving.errors import ApiError
+from serving.schemas import (
+    ERROR_RESPONSES,
+    USER_ID_PATTERN,
+    FiniteFloat,
+    IsoTime,
+    Latitude,
+    LocationIn,
+    LocationSuggestionsResponse,
+    Longitude,
+    SuggestionsResponse,
+)
+from serving.suggestions import build_suggestions, read_user
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/v1/users", tags=["users"], responses=ERROR_RESPONSES)
+
+#: The collection the flow decodes API pings from (its decoder maps these fields to a location event).
+PINGS_COLLECTION = "pings"
+
+UserId = Annotated[
+    str,
+    Path(pattern=USER_ID_PATTERN, description="letters, digits and _ . : - (1 to 64 characters)"),
+]
+RadiusKm = Annotated[
+    FiniteFloat | None,
+    Query(
+        gt=0,
+        description="search radius in km; default KAIROS_SUGGEST_RADIUS_KM, at most KAIROS_MAX_RADIUS_KM",
+    ),
+]
+Limit = Annotated[int, Query(ge=1, le=50, description="how many items to return")]
+
+
+@router.get(
+    "/{user_id}/suggestions",
+    response_model=SuggestionsResponse,
+    summary="Ranked items near the user now, with score parts and a reason",
+)
+def get_suggestions(
+    user_id: UserId,
+    services: ServicesDep,
+    lat: Annotated[Latitude | None, Query(description="default: the user's last known latitude")] = None,
+    lon: Annotated[Longitude | None, Query(description="default: the user's last known longitude")] = None,
+    radius_km: RadiusKm = None,
+    limit: Limit = 10,
+    at: Annotated[IsoTime | None, Query(description="ISO-8601 time to suggest for; default now")] = None,
+) -> SuggestionsResponse:
+    if (lat is None) != (lon is None):
+        missing = "lon" if lon is None else "lat"
+        raise ApiError(
+            422,
+            f"{missing}: is required when {'lat' if missing == 'lon' else 'lon'} is given",
+            [{"field": missing, "message": "lat and lon go together", "type": "missing"}],
+        )
+    radius = _radius(radius_km, services.settings)
+    try:
+        user = read_user(services, user_id)
+    except Exception:
+        log.error("user_activity read failed for %s", user_id, exc_info=True)
+        raise ApiError(503, "the feature store is not answering; try again shortly") from None
+    if user is None:
+        raise ApiError(
+            404, f"unknown user {user_id!r}: no events yet; POST /v1/users/{user_id}/location first"
+        )
+    if lat is None or lon is None:
+        lat, lon = _last_location(user, user_id)
+    return build_suggestions(services, user_id, lat, lon, at or datetime.now(UTC), radius, limit, user)
+
+
+@router.post(
+    "/{user_id}/location",
+    response_model=LocationSuggestionsResponse,
+    summary="Record a location change and get fresh suggestions for that place and time",
+)
+def post_location(
+    user_id: UserId,
+    body: LocationIn,
+    services: ServicesDep,
+    radius_km: RadiusKm = None,
+    limit: Limit = 10,
+) -> LocationSuggestionsResponse:
+    radius = _radius(radius_km, services.settings)
+    ts = body.ts or datetime.now(UTC)
+    # The flow turns this document into a location event; its shape is the contract with the
+    # "pings" decoder, so nothing else (accuracy, device) goes in.
+    document = {
+        "_id": f"api-{uuid.uuid4().hex}",
+        "user_id": user_id,
+        "lat": body.lat,
+        "lon": body.lon,
+        "ts": ts.isoformat(),
+        "source": "api",
+    }
+    try:
+        (position,) = services.event_store.append(PINGS_COLLECTION, [document])
+    except Exception:
+        log.error("appending a ping for %s failed", user_id, exc_info=True)
+        raise ApiError(503, "could not record the location: the event store is not answering") from None
+
+    # Suggestions are computed here and now rather than after the flow catches up: the user is
+    # looking at the screen. A new user is fine (cold start); an unreadable row degrades.
+    degraded = False
+    user: dict[str, Any] | None
+    try:
+        user = read_user(services, user_id)
+    except Exception:
+        log.warning(
+            "user_activity read failed for %s; serving cold-start suggestions", user_id, exc_info=True
+        )
+        user, degraded = None, True
+    response = build_suggestions(services, user_id, body.lat, body.lon, ts, radius, limit, user)
+    return LocationSuggestionsResponse(
+        **response.model_dump(exclude={"degraded"}),
+        degraded=response.degraded or degraded,
+        event_position=position,
+    )
+
+
+def _radius(radius_km: float | None, settings: Settings) -> float:
+    if radius_km is None:
+        return settings.suggest_radius_km
+    if radius_km > settings.max_radius_km:
+        message = f"must be greater than 0 and at most {settings.max_radius_km:g}"
+        raise ApiError(
+            422,
+            f"radius_km: {message}",
+            [{"field": "radius_km", "message": message, "type": "less_than_equal"}],
+        )
+    return radius_km
+
+
+def _last_location(user: dict[str, Any], user_id: str) -> tuple[float, float]:
+    lat, lon = user.get("last_lat"), user.get("last_lon")
+    if lat is None or lon is None or not (math.isfinite(lat) and math.isfinite(lon)):
+        raise ApiError(
+            422,
+            f"lat, lon: no location known for user {user_id!r}; pass lat and lon or "
+            f"POST /v1/users/{user_id}/location first",
+        )
+    return float(lat), float(lon)

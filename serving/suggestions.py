@@ -1,0 +1,179 @@
+"""Build a suggestions response: candidates from the catalog, features from Feast, transparent ranking.
+
+This is the service behind ``GET /v1/users/{id}/suggestions`` and ``POST /v1/users/{id}/location``;
+routes only parse and validate. It reads:
+
+* the catalog: items open at ``at`` within the radius, and events starting in the next 6 hours;
+* ``user_activity`` (interest, discount sensitivity, home) for the user;
+* ``item_stats`` (24 h views and clicks) and ``cell_supply`` (area median price) for candidates.
+
+``item_stats`` and ``cell_supply`` only refine the ranking: when they cannot be read the response
+is still served from the catalog alone and says ``degraded: true``, because an app that shows
+slightly less personal suggestions beats one that shows an error.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Mapping
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import h3
+
+from kairos.geo import cell_of, haversine_km
+from kairos.stores.catalog import CatalogItem
+from online.transparent_ranker import Candidate, RankContext, ScoredItem
+from serving.deps import Services
+from serving.schemas import GeoPoint, SuggestionItem, SuggestionsResponse
+
+log = logging.getLogger(__name__)
+
+#: Events that have not started yet are suggested when they start within this horizon.
+UPCOMING_HORIZON = timedelta(hours=6)
+
+
+def read_user(services: Services, user_id: str) -> dict[str, Any] | None:
+    """The user's ``user_activity`` row, or ``None`` when the flow has seen no event of theirs."""
+    return services.features.read_one("user_activity", {"user_id": user_id})
+
+
+def build_suggestions(
+    services: Services,
+    user_id: str,
+    lat: float,
+    lon: float,
+    at: datetime,
+    radius_km: float,
+    limit: int,
+    user: Mapping[str, Any] | None,
+) -> SuggestionsResponse:
+    """Rank what is open (or about to start) near ``(lat, lon)`` at ``at`` for the user."""
+    if at.tzinfo is None:
+        raise ValueError("at must be timezone-aware")
+    at = at.astimezone(UTC)
+    settings = services.settings
+    items = candidate_items(services, lat, lon, radius_km, at)
+
+    degraded = False
+    stats: dict[str, Mapping[str, Any]] = {}
+    try:
+        rows = services.features.read("item_stats", [{"item_id": i.item_id} for i in items])
+        stats = {row["item_id"]: row for row in rows if row is not None}
+    except Exception:
+        degraded = True
+        log.warning("item_stats unreadable; ranking without engagement", exc_info=True)
+
+    candidates = []
+    for item in items:
+        candidate = Candidate.from_catalog(item, stats.get(item.item_id))
+        if candidate.cell is None:
+            candidate = replace(candidate, cell=cell_of(candidate.lat, candidate.lon, settings.h3_resolution))
+        candidates.append(candidate)
+
+    area_median: dict[tuple[str, str], float] = {}
+    try:
+        area_median = area_median_prices(services, candidates)
+    except Exception:
+        degraded = True
+        log.warning("cell_supply unreadable; comparing prices among candidates only", exc_info=True)
+
+    context = RankContext.build(
+        lat, lon, at, candidates, radius_km=radius_km, user=user, area_median_price=area_median
+    )
+    ranked = services.ranker.rank(context, candidates, limit=limit)
+    return SuggestionsResponse(
+        request_id=uuid.uuid4().hex,
+        user_id=user_id,
+        at=at,
+        location=GeoPoint(lat=lat, lon=lon, cell=cell_of(lat, lon, settings.h3_resolution)),
+        radius_km=radius_km,
+        travelling=is_travelling(user, lat, lon, settings.travel_km),
+        cold_start=not context.category_affinity,
+        degraded=degraded,
+        items=[to_item(s) for s in ranked],
+    )
+
+
+def candidate_items(
+    services: Services, lat: float, lon: float, radius_km: float, at: datetime
+) -> list[CatalogItem]:
+    """Items within the radius that are open at ``at`` or start within :data:`UPCOMING_HORIZON`."""
+    start = at.timestamp()
+    found = [
+        item
+        for item in services.catalog.near(lat, lon, radius_km, at=at, until=at + UPCOMING_HORIZON)
+        if item.active_at(start) or (item.valid_from is not None and item.valid_from > start)
+    ]
+    # ``near`` pre-filters by bounding box; the circle is the promise made to the user.
+    return [
+        item
+        for item in found
+        if item.lat is not None
+        and item.lon is not None
+        and haversine_km(lat, lon, item.lat, item.lon) <= radius_km
+    ]
+
+
+def area_median_prices(services: Services, candidates: list[Candidate]) -> dict[tuple[str, str], float]:
+    """``(cell, category) -> median_price`` from ``cell_supply`` for the candidates' cells."""
+    keys = sorted({(c.cell, c.category) for c in candidates if c.cell and c.category})
+    if not keys:
+        return {}
+    rows = services.features.read("cell_supply", [{"cell": cell, "category": cat} for cell, cat in keys])
+    out: dict[tuple[str, str], float] = {}
+    for (cell, category), row in zip(keys, rows, strict=True):
+        median = row.get("median_price") if row else None
+        if median is not None and median > 0:
+            out[(cell, category)] = float(median)
+    return out
+
+
+def is_travelling(user: Mapping[str, Any] | None, lat: float, lon: float, travel_km: float) -> bool:
+    """Far from home at this point: computed from ``home_cell`` when known, else the stored flag.
+
+    Computing beats the flag because the point may be newer than the row (a POSTed location the
+    flow has not processed yet).
+    """
+    if not user:
+        return False
+    home = user.get("home_cell")
+    if home:
+        try:
+            home_lat, home_lon = h3.cell_to_latlng(str(home))
+        except ValueError:
+            log.warning("user_activity has an invalid home_cell %r", home)
+        else:
+            return haversine_km(lat, lon, home_lat, home_lon) > travel_km
+    return bool(user.get("travelling"))
+
+
+def to_item(scored: ScoredItem) -> SuggestionItem:
+    item = scored.item
+    return SuggestionItem(
+        item_id=item.item_id,
+        title=item.title,
+        kind=item.kind,
+        category=item.category,
+        business_id=item.business_id,
+        price=item.price,
+        original_price=item.original_price,
+        discount=round(item.discount, 4) if item.price is not None and item.original_price else None,
+        currency=item.currency,
+        lat=item.lat,
+        lon=item.lon,
+        distance_km=round(scored.distance_km, 3),
+        travel_minutes=round(scored.travel_minutes, 1),
+        valid_from=_utc(item.valid_from),
+        valid_to=_utc(item.valid_to),
+        score=round(scored.score, 4),
+        score_parts={k: round(v, 4) for k, v in scored.parts.items()},
+        score_contributions={k: round(v, 4) for k, v in scored.contributions.items()},
+        reason=scored.reason,
+    )
+
+
+def _utc(ts: float | None) -> datetime | None:
+    return None if ts is None else datetime.fromtimestamp(ts, UTC)
