@@ -10,12 +10,12 @@ from typing import Any
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
 from kairos.config import Settings
+from kairos.features import VIEWS
 from kairos.schema import DeadLetter, Event
 from kairos.stores.catalog import CatalogItem, open_catalog
 from kairos.stores.deadletters import SqliteDeadLetters
 from kairos.stores.offline_log import OfflineLog
 from kairos.stores.online_features import OnlineFeatures
-from kairos.features import VIEWS
 
 log = logging.getLogger(__name__)
 
