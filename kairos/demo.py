@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import threading
 import time
@@ -38,8 +39,9 @@ def _near(cell: str | None, city: str, km: float) -> bool:
     return geo.haversine_km(*geo.cell_center(cell), *CITY_CENTERS[city]) < km
 
 
-def pick_users(settings: Settings) -> tuple[str, str]:
-    """A resident of New York and a Mumbai resident, from the features the flow just computed."""
+def pick_users(settings: Settings) -> tuple[dict[str, Any], dict[str, Any]]:
+    """user_activity rows of a New York resident and of a Mumbai resident, from the features the
+    flow just computed (not from the simulator's hidden truth)."""
     from kairos.stores.offline_log import OfflineLog
     from kairos.stores.online_features import OnlineFeatures
 
@@ -51,9 +53,19 @@ def pick_users(settings: Settings) -> tuple[str, str]:
     visitors = [r for r in rows if _near(r["home_cell"], "mumbai", 60)]
     if not residents or not visitors:
         raise RuntimeError("the simulated city has no New York resident or no Mumbai resident")
-    resident = max(residents, key=lambda r: (r["click_count_7d"] + r["purchase_count_7d"], r["user_id"]))
-    visitor = max(visitors, key=lambda r: (r["click_count_7d"] + r["purchase_count_7d"], r["user_id"]))
-    return resident["user_id"], visitor["user_id"]
+
+    def engagement(row: dict[str, Any]) -> tuple[int, str]:
+        return row["click_count_7d"] + row["purchase_count_7d"], row["user_id"]
+
+    return max(residents, key=engagement), max(visitors, key=engagement)
+
+
+def describe(row: dict[str, Any]) -> str:
+    city = "New York" if _near(row["home_cell"], "new-york", 40) else "Mumbai"
+    affinity = json.loads(row["category_affinity"]) if row.get("category_affinity") else {}
+    tastes = ", ".join(f"{c} {share:.0%}" for c, share in sorted(affinity.items(), key=lambda kv: -kv[1])[:3])
+    return (f"home near {city}; tastes (7 d): {tastes or 'unknown yet'}; "
+            f"{row['view_count_7d']} views, {row['purchase_count_7d']} purchases in 7 d")
 
 
 def start_api(settings: Settings) -> tuple[Any, threading.Thread]:
@@ -81,17 +93,22 @@ def start_api(settings: Settings) -> tuple[Any, threading.Thread]:
 
 
 def show(console: Console, title: str, response: dict[str, Any]) -> None:
-    table = Table(title=title, title_justify="left", show_lines=False)
-    for column in ("#", "item", "category", "price", "km", "score", "reason"):
-        table.add_column(column, overflow="fold")
+    table = Table(title=title, title_justify="left", expand=False)
+    for column in ("#", "item", "category", "price", "km", "score"):
+        table.add_column(column, no_wrap=column != "item")
+    table.add_column("reason", overflow="fold", min_width=40)
     for i, item in enumerate(response["items"], 1):
         price = "" if item["price"] is None else f"{item['price']:.2f}"
         if item.get("original_price") and item["price"] is not None and item["original_price"] > item["price"]:
             price += f" (was {item['original_price']:.2f})"
         table.add_row(str(i), item.get("title") or item["item_id"], item.get("category") or "", price,
-                      f"{item['distance_km']:.2f}", f"{item['score']:.3f}", item["reason"])
+                      f"{item['distance_km']:.2f}", f"{item['score']:.2f}", item["reason"])
     console.print(table)
-    console.print(f"  travelling: {response.get('travelling')}   request_id: {response.get('request_id')}")
+    console.print(f"travelling: {response.get('travelling')}   request_id: {response.get('request_id')}")
+    if response["items"]:
+        top = response["items"][0]
+        parts = ", ".join(f"{k} {v:.2f}" for k, v in top["score_parts"].items())
+        console.print(f"score parts of #1: {parts}")
 
 
 def run_demo(settings: Settings, days: int, seed: int, serve: bool, console: Console) -> None:
@@ -111,14 +128,17 @@ def run_demo(settings: Settings, days: int, seed: int, serve: bool, console: Con
     server, thread = start_api(settings)
     base = f"http://{settings.api_host}:{settings.api_port}"
     console.print(f"API on {base} (OpenAPI docs at {base}/docs)")
-    resident, traveller = pick_users(settings)
+    resident_row, traveller_row = pick_users(settings)
+    resident, traveller = resident_row["user_id"], traveller_row["user_id"]
     now = datetime.now(timezone.utc).isoformat()
     with httpx.Client(base_url=base, timeout=30) as client:
         console.rule(f"[bold]4. suggestions for resident {resident}")
+        console.print(f"{resident}: {describe(resident_row)}")
         res = client.get(f"/v1/users/{resident}/suggestions", params={"at": now})
         res.raise_for_status()
         show(console, f"GET /v1/users/{resident}/suggestions", res.json())
         console.rule(f"[bold]5. traveller {traveller} just landed in New York from Mumbai")
+        console.print(f"{traveller}: {describe(traveller_row)}")
         lat, lon = ARRIVAL_POINT
         res = client.post(f"/v1/users/{traveller}/location", json={"lat": lat, "lon": lon, "ts": now})
         res.raise_for_status()

@@ -33,7 +33,6 @@ from types import MappingProxyType
 from typing import Any
 
 from kairos.geo import WALK_LIMIT_KM, haversine_km, travel_minutes
-from kairos.schema import CATEGORIES
 
 #: Names of the score parts, in the order they are reported.
 PARTS = ("interest", "distance", "travel_time", "timing", "discount", "price_vs_area", "popularity")
@@ -228,7 +227,7 @@ class TransparentRanker:
     >>> context = RankContext.build(40.7560, -73.9860, at, items, radius_km=2.0, user=user)
     >>> ranker = TransparentRanker()
     >>> [s.item.item_id for s in ranker.rank(context, items)]
-    ['zen', 'cup', 'lux']
+    ['zen', 'lux', 'cup']
     >>> best = ranker.score_one(context, items[0])
     >>> what, comparison = best.reason.split("; ")
     >>> what
@@ -241,7 +240,7 @@ class TransparentRanker:
 
     DEFAULT_WEIGHTS: Mapping[str, float] = MappingProxyType(
         {
-            "interest": 2.0,
+            "interest": 3.0,
             "distance": 1.5,
             "travel_time": 0.5,
             "timing": 1.0,
@@ -450,14 +449,18 @@ def parse_affinity(value: Any) -> dict[str, float]:
 
 
 def interest_share(affinity: Mapping[str, float], category: str | None) -> float:
-    """The user's share for ``category``; uniform over the known categories at cold start."""
-    total = sum(affinity.values())
-    if total <= 0:
-        return 1.0 / len(CATEGORIES)
+    """The user's affinity for ``category`` relative to their favourite one (favourite = 1).
+
+    Relative, not the raw share: a user who spreads their attention over four categories likes
+    their favourite as much as a single-minded user likes theirs, and the interest part should
+    weigh the same against distance and price for both. Cold start (no affinity): neutral 0.5.
+    """
+    top = max(affinity.values(), default=0.0)
+    if top <= 0:
+        return 0.5
     if category is None:
         return 0.0
-    # Shares are normalised here so that a row whose shares do not sum to 1 still reads as shares.
-    return affinity.get(category, 0.0) / total
+    return affinity.get(category, 0.0) / top
 
 
 def area_price(context: RankContext, item: Candidate) -> float | None:

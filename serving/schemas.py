@@ -116,7 +116,10 @@ class SuggestionsResponse(BaseModel):
     user_id: str
     at: datetime
     location: GeoPoint
-    radius_km: float
+    radius_km: float = Field(description="the radius searched (may be wider than the default, see widened_for)")
+    widened_for: str | None = Field(
+        None, description="the default radius was widened because this favourite category had nothing open in it"
+    )
     travelling: bool = Field(description="the user is far (KAIROS_TRAVEL_KM) from their home area")
     cold_start: bool = Field(description="no behaviour known yet: interest is uniform across categories")
     degraded: bool = Field(description="some optional features could not be read; ranking used defaults")

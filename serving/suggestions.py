@@ -25,7 +25,7 @@ import h3
 
 from kairos.geo import cell_of, haversine_km
 from kairos.stores.catalog import CatalogItem
-from online.transparent_ranker import Candidate, RankContext, ScoredItem
+from online.transparent_ranker import Candidate, RankContext, ScoredItem, parse_affinity
 from serving.deps import Services
 from serving.schemas import GeoPoint, SuggestionItem, SuggestionsResponse
 
@@ -33,6 +33,10 @@ log = logging.getLogger(__name__)
 
 #: Events that have not started yet are suggested when they start within this horizon.
 UPCOMING_HORIZON = timedelta(hours=6)
+#: A default radius may grow to this multiple to reach the user's favourite category.
+WIDEN_FACTOR = 4.0
+#: A category is a "favourite" worth widening for when it holds this share of the user's affinity.
+FAVOURITE_MIN_SHARE = 0.25
 
 
 def read_user(services: Services, user_id: str) -> dict[str, Any] | None:
@@ -49,13 +53,32 @@ def build_suggestions(
     radius_km: float,
     limit: int,
     user: Mapping[str, Any] | None,
+    widen: bool = False,
 ) -> SuggestionsResponse:
-    """Rank what is open (or about to start) near ``(lat, lon)`` at ``at`` for the user."""
+    """Rank what is open (or about to start) near ``(lat, lon)`` at ``at`` for the user.
+
+    ``widen`` (the client left the radius to us): when nothing of the user's favourite category is
+    open within the radius, double it (up to :data:`WIDEN_FACTOR` times, never past
+    ``KAIROS_MAX_RADIUS_KM``) until something is — a spa lover just off a plane wants the best spa
+    deal in reach, not only the café next door. Distance still counts in the score.
+    """
     if at.tzinfo is None:
         raise ValueError("at must be timezone-aware")
     at = at.astimezone(UTC)
     settings = services.settings
     items = candidate_items(services, lat, lon, radius_km, at)
+    favourite = favourite_category(user)
+    widened_for = None
+    if widen and favourite is not None and not _has_open(items, favourite, at):
+        cap = min(settings.max_radius_km, radius_km * WIDEN_FACTOR)
+        wider = radius_km
+        while wider < cap:
+            wider = min(cap, wider * 2)
+            found = candidate_items(services, lat, lon, wider, at)
+            if _has_open(found, favourite, at):
+                # Widen only when it reaches the favourite: far items of other kinds help nobody.
+                items, radius_km, widened_for = found, wider, favourite
+                break
 
     degraded = False
     stats: dict[str, Mapping[str, Any]] = {}
@@ -90,11 +113,24 @@ def build_suggestions(
         at=at,
         location=GeoPoint(lat=lat, lon=lon, cell=cell_of(lat, lon, settings.h3_resolution)),
         radius_km=radius_km,
+        widened_for=widened_for,
         travelling=is_travelling(user, lat, lon, settings.travel_km),
         cold_start=not context.category_affinity,
         degraded=degraded,
         items=[to_item(s) for s in ranked],
     )
+
+
+def _has_open(items: list[CatalogItem], category: str, at: datetime) -> bool:
+    return any(i.category == category and i.active_at(at.timestamp()) for i in items)
+
+
+def favourite_category(user: Mapping[str, Any] | None) -> str | None:
+    """The user's top category when it holds at least :data:`FAVOURITE_MIN_SHARE` of their affinity."""
+    if not user or not user.get("top_category"):
+        return None
+    share = parse_affinity(user.get("category_affinity")).get(user["top_category"], 0.0)
+    return user["top_category"] if share >= FAVOURITE_MIN_SHARE else None
 
 
 def candidate_items(

@@ -77,6 +77,7 @@ CATALOG = [
     item("spa_expired", "spa", 0.1, 10.0, 40.0, valid_from=T0 - 5 * HOUR, valid_to=T0 - HOUR),
     item("spa_deleted", "spa", 0.1, 10.0, 40.0, deleted=True),
     item("spa_far", "spa", 20.0, 5.0, 40.0),
+    item("sport_arena", "sport", 7.0, 30.0),  # the only sport anywhere: beyond the default radius
     item(
         "concert_tomorrow",
         "culture",
@@ -123,6 +124,15 @@ USERS = {
         last_lon=LON,
         home_cell=cell_of(19.0760, 72.8777, 6),
         travelling=True,
+    ),
+    "sport_fan": row(
+        "user_activity",
+        user_id="sport_fan",
+        category_affinity=json.dumps({"sport": 0.8, "coffee": 0.2}),
+        top_category="sport",
+        last_lat=LAT,
+        last_lon=LON,
+        home_cell=cell_of(LAT, LON, 6),
     ),
     # Searched, never sent a location.
     "nowhere": row(
@@ -218,7 +228,7 @@ def test_spa_lover_gets_the_close_cheap_discounted_spa_first(env: Env) -> None:
     assert ids[0] == "spa_zen"
     assert ids.index("spa_mid") < ids.index("spa_lux")
     assert not NEVER & set(ids)
-    assert set(ids) == {i.item_id for i in CATALOG} - NEVER
+    assert set(ids) == {i.item_id for i in CATALOG} - NEVER - {"sport_arena"}  # 7 km: beyond 3 km
     scores = [i["score"] for i in body["items"]]
     assert scores == sorted(scores, reverse=True)
 
@@ -260,7 +270,7 @@ def test_response_shape_and_score_parts(env: Env) -> None:
     assert zen["score_parts"]["price_vs_area"] == pytest.approx(
         (ZEN_CELL_MEDIAN - 31.0) / ZEN_CELL_MEDIAN, abs=1e-4
     )
-    assert zen["score_parts"]["interest"] == pytest.approx(0.7)
+    assert zen["score_parts"]["interest"] == pytest.approx(1.0)  # spa is this user's favourite
     # item_stats engagement reaches the ranking.
     assert by_id(body)["coffee_cup"]["score_parts"]["popularity"] > 0.8
 
@@ -514,3 +524,26 @@ def test_feature_store_down_is_503_on_get_and_cold_start_on_post(
 def test_openapi_documents_the_routes(env: Env) -> None:
     paths = env.client.get("/openapi.json").json()["paths"]
     assert {"/healthz", "/v1/users/{user_id}/suggestions", "/v1/users/{user_id}/location"} <= set(paths)
+
+
+def test_default_radius_widens_to_reach_the_favourite_category(env) -> None:
+    body = env.client.get("/v1/users/sport_fan/suggestions", params={"at": AT_ISO}).json()
+    assert body["widened_for"] == "sport"
+    assert body["radius_km"] == 12.0  # 3 -> 6 -> 12 km: the arena is 7 km away
+    ids = [i["item_id"] for i in body["items"]]
+    assert "sport_arena" in ids and "spa_far" not in ids
+    # Nearby items still count: the arena does not push out everything close by.
+    assert "coffee_cup" in ids
+
+
+def test_explicit_radius_is_never_widened(env) -> None:
+    body = env.client.get(
+        "/v1/users/sport_fan/suggestions", params={"at": AT_ISO, "radius_km": 3}
+    ).json()
+    assert body["widened_for"] is None and body["radius_km"] == 3.0
+    assert "sport_arena" not in [i["item_id"] for i in body["items"]]
+
+
+def test_no_widening_when_the_favourite_is_already_in_reach(env) -> None:
+    body = env.client.get("/v1/users/spa_lover/suggestions", params={"at": AT_ISO}).json()
+    assert body["widened_for"] is None and body["radius_km"] == 3.0

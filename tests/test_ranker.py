@@ -70,10 +70,12 @@ def test_parse_affinity_accepts_json_text_or_mapping_and_drops_junk() -> None:
     assert parse_affinity('{"spa": 0.5, "x": -1, "y": "a", "z": true, "w": NaN}') == {"spa": 0.5}
 
 
-def test_interest_is_uniform_at_cold_start_and_a_normalised_share_otherwise() -> None:
-    assert interest_share({}, "spa") == pytest.approx(1 / len(CATEGORIES))
-    assert interest_share({}, None) == pytest.approx(1 / len(CATEGORIES))
-    assert interest_share({"spa": 3.0, "food": 1.0}, "spa") == pytest.approx(0.75)
+def test_interest_is_neutral_at_cold_start_and_relative_to_the_favourite_otherwise() -> None:
+    assert interest_share({}, "spa") == 0.5
+    assert interest_share({}, None) == 0.5
+    assert interest_share({"spa": 3.0, "food": 1.0}, "spa") == 1.0
+    assert interest_share({"spa": 3.0, "food": 1.0}, "food") == pytest.approx(1 / 3)
+    assert interest_share({"spa": 0.3, "food": 0.3, "retail": 0.4}, "spa") == pytest.approx(0.75)
     assert interest_share({"spa": 1.0}, "coffee") == 0.0
     assert interest_share({"spa": 1.0}, None) == 0.0
 

@@ -80,7 +80,9 @@ def get_suggestions(
         )
     if lat is None or lon is None:
         lat, lon = _last_location(user, user_id)
-    return build_suggestions(services, user_id, lat, lon, at or datetime.now(UTC), radius, limit, user)
+    return build_suggestions(
+        services, user_id, lat, lon, at or datetime.now(UTC), radius, limit, user, widen=radius_km is None
+    )
 
 
 @router.post(
@@ -124,7 +126,9 @@ def post_location(
             "user_activity read failed for %s; serving cold-start suggestions", user_id, exc_info=True
         )
         user, degraded = None, True
-    response = build_suggestions(services, user_id, body.lat, body.lon, ts, radius, limit, user)
+    response = build_suggestions(
+        services, user_id, body.lat, body.lon, ts, radius, limit, user, widen=radius_km is None
+    )
     return LocationSuggestionsResponse(
         **response.model_dump(exclude={"degraded"}),
         degraded=response.degraded or degraded,
