@@ -30,6 +30,7 @@ from kairos.config import Settings
 from kairos.decoding import decode, load_mappings
 from kairos.schema import Event
 from kairos.stores.event_store import open_event_store
+from kairos.stores.online_features import OnlineFeatures
 
 
 def _user_activity(params: FeatureParams, state: UserActivityState | None, event: Event):
@@ -65,6 +66,8 @@ def collections_to_read(settings: Settings, mappings: dict[str, Any]) -> list[st
 
 def build_flow(settings: Settings, follow: bool = False, flow_id: str = "kairos_features") -> Dataflow:
     mappings = load_mappings(settings.collections_file or None)
+    # Register the feature views before any worker writes a row (idempotent).
+    OnlineFeatures(settings)
     params = FeatureParams.from_settings(settings)
     flow = Dataflow(flow_id)
 

@@ -13,7 +13,6 @@ from flows.dataflow import build_flow
 from flows.source import PROGRESS
 from kairos.config import Settings
 from kairos.stores.event_store import open_event_store
-from kairos.stores.online_features import OnlineFeatures
 
 
 @dataclass
@@ -28,7 +27,6 @@ class FlowReport:
 
 def run_flow(settings: Settings, follow: bool = False, progress: bool = True) -> FlowReport:
     """Process the event log from the start; stop when caught up unless ``follow``."""
-    OnlineFeatures(settings)  # registers the feature views before any worker writes
     store = open_event_store(settings)
     total = store.count()
     store.close()

@@ -55,12 +55,15 @@ class OnlineFeatureSink(DynamicSink[FeatureRow]):
 
 
 class _OfflinePartition(StatelessSinkPartition[Any]):
-    """Buffers rows and writes a Parquet part file per ``flush_rows`` (and on close)."""
+    """Buffers rows and writes a Parquet part file per ``flush_rows`` rows or ``flush_s`` seconds
+    (and on close): big files for the batch readers, bounded delay for a tailing flow."""
 
     def __init__(self, settings: Settings, worker: str) -> None:
         self.log = OfflineLog(settings.offline_dir)
         self.worker = worker
         self.flush_rows = settings.offline_flush_rows
+        self.flush_s = settings.offline_flush_s
+        self.last_flush = time.monotonic()
         self.events: list[Event] = []
         self.rows: dict[str, list[dict[str, Any]]] = defaultdict(list)
         self.buffered = 0
@@ -73,10 +76,11 @@ class _OfflinePartition(StatelessSinkPartition[Any]):
                 view, row = item
                 self.rows[view].append(row)
         self.buffered += len(items)
-        if self.buffered >= self.flush_rows:
+        if self.buffered >= self.flush_rows or time.monotonic() - self.last_flush >= self.flush_s:
             self.flush()
 
     def flush(self) -> None:
+        self.last_flush = time.monotonic()
         self.log.write_events(self.events, self.worker)
         for view, rows in self.rows.items():
             self.log.write_rows(view, rows, self.worker)

@@ -60,6 +60,8 @@ class Settings:
     poll_interval_s: float = 0.2
     #: Rows buffered by the offline-log sink before a Parquet part file is written.
     offline_flush_rows: int = 20000
+    #: ... or after this many seconds, whichever comes first.
+    offline_flush_s: float = 5.0
 
     @classmethod
     def from_env(cls, **overrides: Any) -> Settings:

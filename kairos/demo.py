@@ -105,6 +105,9 @@ def show(console: Console, title: str, response: dict[str, Any]) -> None:
                       f"{item['distance_km']:.2f}", f"{item['score']:.2f}", item["reason"])
     console.print(table)
     console.print(f"travelling: {response.get('travelling')}   request_id: {response.get('request_id')}")
+    if response.get("widened_for"):
+        console.print(f"nothing {response['widened_for']} was open within the default radius: "
+                      f"searched {response['radius_km']:g} km")
     if response["items"]:
         top = response["items"][0]
         parts = ", ".join(f"{k} {v:.2f}" for k, v in top["score_parts"].items())
