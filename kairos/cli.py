@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from kairos.bench import bench_app
 from kairos.config import Settings
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing may download weights at run time
@@ -21,6 +22,7 @@ flow_app = typer.Typer(help="The Bytewax feature flow.", no_args_is_help=True)
 deadletters_app = typer.Typer(help="Documents the flow could not decode.", no_args_is_help=True)
 app.add_typer(flow_app, name="flow")
 app.add_typer(deadletters_app, name="deadletters")
+app.add_typer(bench_app(), name="bench")
 console = Console()
 
 HomeOption = Annotated[Path | None, typer.Option("--home", help="Overrides KAIROS_HOME.")]

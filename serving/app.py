@@ -16,7 +16,7 @@ from kairos import __version__
 from kairos.config import Settings
 from serving.deps import Services
 from serving.errors import install_error_handlers
-from serving.routers import health, users
+from serving.routers import all_routers
 
 DESCRIPTION = """\
 Kairos tells each user what they are likely to want *here and now*.
@@ -50,6 +50,6 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         # Available even to clients that skip the lifespan (e.g. TestClient used without ``with``).
         app.state.services = services
     install_error_handlers(app)
-    app.include_router(health.router)
-    app.include_router(users.router)
+    for router in all_routers():
+        app.include_router(router)
     return app

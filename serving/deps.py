@@ -8,6 +8,8 @@ it to :func:`serving.app.create_app`, so each test does not pay the start-up aga
 from __future__ import annotations
 
 import logging
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
@@ -19,6 +21,7 @@ from kairos.stores.event_store import EventStore, open_event_store
 from online.transparent_ranker import TransparentRanker
 
 log = logging.getLogger(__name__)
+_EXTRAS_LOCK = threading.RLock()
 
 
 @dataclass
@@ -31,6 +34,18 @@ class Services:
     #: :class:`kairos.stores.online_features.OnlineFeatures` (typed loosely: importing Feast is slow).
     features: Any
     ranker: TransparentRanker = field(default_factory=TransparentRanker)
+    #: Components a resource creates on first use (models, indexes), by name; see :meth:`extra`.
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    def extra(self, name: str, factory: Callable[[Services], Any]) -> Any:
+        """The component ``name``, created once with ``factory(self)`` on first use.
+
+        Lets a router own its components without this container knowing every one of them.
+        """
+        with _EXTRAS_LOCK:
+            if name not in self.extras:
+                self.extras[name] = factory(self)
+            return self.extras[name]
 
     @classmethod
     def start(cls, settings: Settings) -> Services:
@@ -49,7 +64,9 @@ class Services:
     def close(self) -> None:
         # Each store closes the connection of the calling thread; worker-thread connections go with
         # the process, which is what SQLite expects.
-        for store in (self.event_store, self.catalog):
+        for store in (self.event_store, self.catalog, *self.extras.values()):
+            if not hasattr(store, "close"):
+                continue
             try:
                 store.close()
             except Exception:  # closing must never hide the reason the app is stopping

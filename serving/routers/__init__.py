@@ -1,1 +1,19 @@
-"""One router per resource; :func:`serving.app.create_app` mounts them."""
+"""One router per resource. Every module here that defines ``router`` is mounted by
+:func:`serving.app.create_app`, in module-name order, so adding a resource is adding a module."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+
+from fastapi import APIRouter
+
+
+def all_routers() -> list[APIRouter]:
+    routers = []
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        router = getattr(module, "router", None)
+        if isinstance(router, APIRouter):
+            routers.append(router)
+    return routers
