@@ -28,6 +28,7 @@ from flows.steps import (
 )
 from kairos.config import Settings
 from kairos.decoding import decode, load_mappings
+from kairos.features import VIEWS
 from kairos.schema import Event
 from kairos.stores.event_store import open_event_store
 from kairos.stores.online_features import OnlineFeatures
@@ -55,6 +56,11 @@ def _supply(state: CellSupplyState | None, keyed: tuple[str, SupplyUpdate]):
     return state, ("cell_supply", state.update(key, change))
 
 
+def row_key(view_row: tuple[str, dict[str, Any]]) -> str:
+    view, row = view_row
+    return "|".join([view, *(str(row[e]) for e in VIEWS[view].entities)])
+
+
 def collections_to_read(settings: Settings, mappings: dict[str, Any]) -> list[str]:
     """Every mapped collection plus any other the store holds (those dead-letter, never vanish)."""
     store = open_event_store(settings)
@@ -72,12 +78,13 @@ def build_flow(settings: Settings, follow: bool = False, flow_id: str = "kairos_
     flow = Dataflow(flow_id)
 
     records = op.input("event_store", flow, EventStoreSource(settings, collections_to_read(settings, mappings),
-                                                            follow=follow))
+                                                            follow=follow, batch_size=settings.source_batch_size))
     decoded = op.map("decode", records, partial(decode, mappings=mappings, h3_resolution=settings.h3_resolution))
     split = op.branch("valid_or_dead", decoded, lambda x: isinstance(x, Event))
     op.output("deadletters", split.falses, DeadLetterSink(settings))
     events = split.trues
-    op.output("offline_events", events, OfflineLogSink(settings, "events"))
+    op.output("offline_events", op.key_on("by_event_id", events, lambda e: e.event_id),
+              OfflineLogSink(settings, "events"))
 
     users = op.key_on("by_user", op.filter("user_events", events, is_user_feature_event), lambda e: e.actor_id)
     user_rows = op.stateful_map("user_activity", users, partial(_user_activity, params))
@@ -101,10 +108,11 @@ def build_flow(settings: Settings, follow: bool = False, flow_id: str = "kairos_
     rows = op.merge("feature_rows", op.key_rm("u", user_rows), item_rows, op.key_rm("s", supply_rows),
                     op.key_rm("d", demand_rows))
     op.output("online_features", rows, OnlineFeatureSink(settings))
-    op.output("offline_features", rows, OfflineLogSink(settings, "features"))
+    op.output("offline_features", op.key_on("by_row_key", rows, row_key), OfflineLogSink(settings, "features"))
     return flow
 
 
-def flow_from_env() -> Dataflow:
-    """Entry point for ``python -m bytewax.run flows.dataflow:flow_from_env``."""
-    return build_flow(Settings.from_env(), follow=True)
+def flow_from_env(follow: bool = True) -> Dataflow:
+    """Entry point for ``python -m bytewax.run "flows.dataflow:flow_from_env()"`` (settings from
+    ``KAIROS_*``; ``flow_from_env(follow=False)`` stops when the log is caught up)."""
+    return build_flow(Settings.from_env(), follow=follow)

@@ -7,7 +7,7 @@ import time
 from collections import defaultdict
 from typing import Any
 
-from bytewax.outputs import DynamicSink, StatelessSinkPartition
+from bytewax.outputs import DynamicSink, FixedPartitionedSink, StatefulSinkPartition, StatelessSinkPartition
 
 from kairos.config import Settings
 from kairos.features import VIEWS
@@ -54,13 +54,13 @@ class OnlineFeatureSink(DynamicSink[FeatureRow]):
         return _OnlineFeaturePartition(self.settings)
 
 
-class _OfflinePartition(StatelessSinkPartition[Any]):
-    """Buffers rows and writes a Parquet part file per ``flush_rows`` rows or ``flush_s`` seconds
-    (and on close): big files for the batch readers, bounded delay for a tailing flow."""
+class _OfflinePartition(StatefulSinkPartition[Any, None]):
+    """Buffers rows; writes a Parquet part file per ``flush_rows`` rows or ``flush_s`` seconds, and
+    always before Bytewax snapshots the epoch, so nothing a snapshot counts as done is only in memory."""
 
-    def __init__(self, settings: Settings, worker: str) -> None:
+    def __init__(self, settings: Settings, writer: str) -> None:
         self.log = OfflineLog(settings.offline_dir)
-        self.worker = worker
+        self.writer = writer
         self.flush_rows = settings.offline_flush_rows
         self.flush_s = settings.offline_flush_s
         self.last_flush = time.monotonic()
@@ -81,23 +81,32 @@ class _OfflinePartition(StatelessSinkPartition[Any]):
 
     def flush(self) -> None:
         self.last_flush = time.monotonic()
-        self.log.write_events(self.events, self.worker)
+        self.log.write_events(self.events, self.writer)
         for view, rows in self.rows.items():
-            self.log.write_rows(view, rows, self.worker)
+            self.log.write_rows(view, rows, self.writer)
         self.events, self.rows, self.buffered = [], defaultdict(list), 0
+
+    def snapshot(self) -> None:
+        self.flush()
 
     def close(self) -> None:
         self.flush()
 
 
-class OfflineLogSink(DynamicSink[Any]):
-    """Canonical events and feature rows to the Parquet offline log."""
+class OfflineLogSink(FixedPartitionedSink[Any, None]):
+    """Canonical events and feature rows to the Parquet offline log (input keyed by event id or
+    entity key, spread over a fixed set of partitions)."""
+
+    PARTS = tuple(f"part{i}" for i in range(4))
 
     def __init__(self, settings: Settings, name: str) -> None:
         self.settings, self.name = settings, name
 
-    def build(self, step_id: str, worker_index: int, worker_count: int) -> _OfflinePartition:
-        return _OfflinePartition(self.settings, f"{self.name}-{worker_index}-{int(time.time() * 1000)}")
+    def list_parts(self) -> list[str]:
+        return list(self.PARTS)
+
+    def build_part(self, step_id: str, for_part: str, resume_state: None) -> _OfflinePartition:
+        return _OfflinePartition(self.settings, f"{self.name}-{for_part}-{int(time.time() * 1000)}")
 
 
 class _CatalogPartition(StatelessSinkPartition[CatalogItem]):

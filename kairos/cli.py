@@ -60,13 +60,17 @@ def simulate(
 @flow_app.command("run")
 def flow_run(
     follow: Annotated[bool, typer.Option(help="Keep tailing the log after catching up.")] = False,
+    progress: Annotated[str, typer.Option(help="bar, lines (plain 'progress N' lines) or none.")] = "bar",
     home: HomeOption = None,
 ) -> None:
-    """Run the feature flow over the event log in this process."""
+    """Run the feature flow over the event log in this process (resumes from its last snapshot)."""
     from flows.runner import run_flow
 
-    report = run_flow(_settings(home), follow=follow)
-    console.print(f"processed {report.records} records in {report.seconds:.1f} s ({report.per_second:,.0f}/s)")
+    if progress not in ("bar", "lines", "none"):
+        raise typer.BadParameter("--progress must be bar, lines or none")
+    report = run_flow(_settings(home), follow=follow, progress=progress)  # type: ignore[arg-type]
+    console.print(f"processed {report.records} records in {report.seconds:.1f} s ({report.per_second:,.0f}/s)"
+                  + (" (resumed from the last snapshot)" if report.resumed else ""))
 
 
 @app.command()

@@ -58,6 +58,14 @@ class Settings:
     max_radius_km: float = 50.0
     #: How often a tailing flow polls the event store when it is caught up.
     poll_interval_s: float = 0.2
+    #: Records a source partition reads per batch.
+    source_batch_size: int = 2000
+    #: Bytewax recovery: snapshot state and positions every epoch, resume after a crash.
+    recovery: bool = True
+    #: Recovery partitions created on first run (more lets more workers snapshot in parallel).
+    recovery_partitions: int = 4
+    #: Length of a Bytewax epoch: how often state is snapshotted and the offline log is flushed.
+    epoch_interval_s: float = 2.0
     #: Rows buffered by the offline-log sink before a Parquet part file is written.
     offline_flush_rows: int = 20000
     #: ... or after this many seconds, whichever comes first.

@@ -3,6 +3,10 @@
 Layout under ``<home>/offline``: ``events/part-*.parquet`` and ``features/<view>/part-*.parquet``
 (the Feast batch sources of the views). Part files are written whole to a temporary name and
 renamed, so a reader never sees half a file.
+
+Writes are at-least-once (a flow resumed after a crash replays the epoch it was in), so the log is
+a set: readers drop repeated events by ``event_id`` and repeated identical feature rows. Writing a
+batch twice therefore changes nothing a reader sees.
 """
 
 from __future__ import annotations
@@ -74,10 +78,12 @@ class OfflineLog:
         return folder / name
 
     def read_events(self) -> pd.DataFrame:
-        return self._read(self.events_dir, EVENT_SCHEMA)
+        events = self._read(self.events_dir, EVENT_SCHEMA)
+        return events.drop_duplicates("event_id", keep="first").reset_index(drop=True)
 
     def read_rows(self, view: str) -> pd.DataFrame:
-        return self._read(self.features_dir(view), feature_schema(view))
+        rows = self._read(self.features_dir(view), feature_schema(view))
+        return rows.drop_duplicates(keep="first").reset_index(drop=True)
 
     @staticmethod
     def _read(folder: Path, schema: pa.Schema) -> pd.DataFrame:
