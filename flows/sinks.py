@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import defaultdict
-from typing import Any
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from bytewax.outputs import DynamicSink, FixedPartitionedSink, StatefulSinkPartition, StatelessSinkPartition
 
@@ -20,6 +21,32 @@ from kairos.stores.online_features import OnlineFeatures
 log = logging.getLogger(__name__)
 
 FeatureRow = tuple[str, dict[str, Any]]  # (view name, row)
+T = TypeVar("T")
+
+
+def with_backoff(write: Callable[[], T], what: str, first_delay_s: float = 0.1, max_delay_s: float = 5.0,
+                 sleep: Callable[[float], None] = time.sleep) -> T:
+    """Retry ``write`` until it succeeds, doubling the pause up to ``max_delay_s``.
+
+    A store outage (Redis restarting, a network blip) must not kill the flow or drop rows: the
+    worker waits, which holds back the source too, and carries on where it was when the store
+    returns. Writes are idempotent, so a retried half-applied batch is harmless.
+    """
+    delay = first_delay_s
+    attempt = 1
+    while True:
+        try:
+            return write()
+        except Exception as exc:  # any store error: connection refused, timeout, busy
+            log.warning("%s failed (attempt %d: %s); retrying in %.1f s", what, attempt, exc, delay)
+            RETRIES[what] += 1
+            sleep(delay)
+            delay = min(max_delay_s, delay * 2)
+            attempt += 1
+
+
+#: Retries per sink since the process started (exported with the flow's metrics).
+RETRIES: Counter[str] = Counter()
 
 
 def latest_per_key(rows: list[FeatureRow]) -> dict[str, list[dict[str, Any]]]:
@@ -43,7 +70,7 @@ class _OnlineFeaturePartition(StatelessSinkPartition[FeatureRow]):
 
     def write_batch(self, items: list[FeatureRow]) -> None:
         for view, rows in latest_per_key(items).items():
-            self.features.write(view, rows)
+            with_backoff(lambda v=view, r=rows: self.features.write(v, r), "online store write")
 
 
 class OnlineFeatureSink(DynamicSink[FeatureRow]):
@@ -118,7 +145,7 @@ class _CatalogPartition(StatelessSinkPartition[CatalogItem]):
         for item in items:
             if item.item_id not in newest or item.updated_ts >= newest[item.item_id].updated_ts:
                 newest[item.item_id] = item
-        self.catalog.upsert(newest.values())
+        with_backoff(lambda: self.catalog.upsert(list(newest.values())), "catalog write")
 
     def close(self) -> None:
         self.catalog.close()

@@ -16,8 +16,9 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 
 from kairos.config import Settings
-from kairos.stores.catalog import SqliteCatalog, open_catalog
+from kairos.stores.catalog import open_catalog
 from kairos.stores.event_store import EventStore, open_event_store
+from kairos.stores.last_known import LastKnownCatalog, LastKnownFeatures
 from online.transparent_ranker import TransparentRanker
 
 log = logging.getLogger(__name__)
@@ -30,7 +31,8 @@ class Services:
 
     settings: Settings
     event_store: EventStore
-    catalog: SqliteCatalog
+    #: A catalog (SQLite or Redis), usually behind :class:`LastKnownCatalog`.
+    catalog: Any
     #: :class:`kairos.stores.online_features.OnlineFeatures` (typed loosely: importing Feast is slow).
     features: Any
     ranker: TransparentRanker = field(default_factory=TransparentRanker)
@@ -54,11 +56,12 @@ class Services:
         from kairos.stores.online_features import OnlineFeatures
 
         settings.home.mkdir(parents=True, exist_ok=True)
+        # Reads go through last-known caches: a store outage degrades answers instead of failing them.
         return cls(
             settings=settings,
             event_store=open_event_store(settings),
-            catalog=open_catalog(settings),
-            features=OnlineFeatures(settings),
+            catalog=LastKnownCatalog(open_catalog(settings)),
+            features=LastKnownFeatures(OnlineFeatures(settings)),
         )
 
     def close(self) -> None:

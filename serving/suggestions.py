@@ -16,20 +16,22 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import h3
 
 from kairos.geo import cell_of, haversine_km
 from kairos.stores.catalog import CatalogItem
+from kairos.stores.last_known import StoreUnavailable
 from online.transparent_ranker import Candidate, RankContext, ScoredItem, parse_affinity
 from serving.deps import Services
 from serving.schemas import GeoPoint, SuggestionItem, SuggestionsResponse
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 #: Events that have not started yet are suggested when they start within this horizon.
 UPCOMING_HORIZON = timedelta(hours=6)
@@ -37,6 +39,18 @@ UPCOMING_HORIZON = timedelta(hours=6)
 WIDEN_FACTOR = 4.0
 #: A category is a "favourite" worth widening for when it holds this share of the user's affinity.
 FAVOURITE_MIN_SHARE = 0.25
+
+
+def with_fallback(read: Callable[[], T], default: T, what: str) -> tuple[T, bool]:
+    """``(value, degraded)``: the store's answer, else the last known values it had, else
+    ``default`` — a store outage degrades answers, it never fails them."""
+    try:
+        return read(), False
+    except StoreUnavailable as exc:
+        return (default if exc.fallback is None else exc.fallback), True
+    except Exception:
+        log.warning("%s unreadable; serving without it", what, exc_info=True)
+        return default, True
 
 
 def read_user(services: Services, user_id: str) -> dict[str, Any] | None:
@@ -66,7 +80,7 @@ def build_suggestions(
         raise ValueError("at must be timezone-aware")
     at = at.astimezone(UTC)
     settings = services.settings
-    items = candidate_items(services, lat, lon, radius_km, at)
+    items, degraded = with_fallback(lambda: candidate_items(services, lat, lon, radius_km, at), [], "catalog")
     favourite = favourite_category(user)
     widened_for = None
     if widen and favourite is not None and not _has_open(items, favourite, at):
@@ -74,20 +88,18 @@ def build_suggestions(
         wider = radius_km
         while wider < cap:
             wider = min(cap, wider * 2)
-            found = candidate_items(services, lat, lon, wider, at)
+            found, failed = with_fallback(lambda r=wider: candidate_items(services, lat, lon, r, at), [], "catalog")
+            degraded |= failed
             if _has_open(found, favourite, at):
                 # Widen only when it reaches the favourite: far items of other kinds help nobody.
                 items, radius_km, widened_for = found, wider, favourite
                 break
 
-    degraded = False
-    stats: dict[str, Mapping[str, Any]] = {}
-    try:
-        rows = services.features.read("item_stats", [{"item_id": i.item_id} for i in items])
-        stats = {row["item_id"]: row for row in rows if row is not None}
-    except Exception:
-        degraded = True
-        log.warning("item_stats unreadable; ranking without engagement", exc_info=True)
+    keys = [{"item_id": i.item_id} for i in items]
+    rows, failed = with_fallback(lambda: services.features.read("item_stats", keys), [None] * len(keys),
+                                 "item_stats")
+    degraded |= failed
+    stats: dict[str, Mapping[str, Any]] = {row["item_id"]: row for row in rows if row is not None}
 
     candidates = []
     for item in items:
@@ -96,12 +108,8 @@ def build_suggestions(
             candidate = replace(candidate, cell=cell_of(candidate.lat, candidate.lon, settings.h3_resolution))
         candidates.append(candidate)
 
-    area_median: dict[tuple[str, str], float] = {}
-    try:
-        area_median = area_median_prices(services, candidates)
-    except Exception:
-        degraded = True
-        log.warning("cell_supply unreadable; comparing prices among candidates only", exc_info=True)
+    area_median, failed = area_median_prices(services, candidates)
+    degraded |= failed
 
     context = RankContext.build(
         lat, lon, at, candidates, radius_km=radius_km, user=user, area_median_price=area_median
@@ -153,18 +161,23 @@ def candidate_items(
     ]
 
 
-def area_median_prices(services: Services, candidates: list[Candidate]) -> dict[tuple[str, str], float]:
-    """``(cell, category) -> median_price`` from ``cell_supply`` for the candidates' cells."""
+def area_median_prices(
+    services: Services, candidates: list[Candidate]
+) -> tuple[dict[tuple[str, str], float], bool]:
+    """``(cell, category) -> median_price`` from ``cell_supply`` for the candidates' cells, and
+    whether the store was unavailable (prices are then compared among candidates only)."""
     keys = sorted({(c.cell, c.category) for c in candidates if c.cell and c.category})
     if not keys:
-        return {}
-    rows = services.features.read("cell_supply", [{"cell": cell, "category": cat} for cell, cat in keys])
+        return {}, False
+    entity_rows = [{"cell": cell, "category": cat} for cell, cat in keys]
+    rows, degraded = with_fallback(lambda: services.features.read("cell_supply", entity_rows), [None] * len(keys),
+                                   "cell_supply")
     out: dict[tuple[str, str], float] = {}
     for (cell, category), row in zip(keys, rows, strict=True):
         median = row.get("median_price") if row else None
         if median is not None and median > 0:
             out[(cell, category)] = float(median)
-    return out
+    return out, degraded
 
 
 def is_travelling(user: Mapping[str, Any] | None, lat: float, lon: float, travel_km: float) -> bool:

@@ -479,10 +479,15 @@ class _BrokenCatalog:
         raise RuntimeError("disk I/O error at /secret/catalog.sqlite")
 
 
+class _BrokenRanker:
+    def rank(self, *args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("bug in /secret/ranker.py")
+
+
 def test_unexpected_errors_are_500_json_without_internals(
     env: Env, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setattr(env.services, "catalog", _BrokenCatalog())
+    monkeypatch.setattr(env.services, "ranker", _BrokenRanker())
     client = TestClient(env.app, raise_server_exceptions=False)
     response = suggestions(Env(env.services, client, env.app))
     error = assert_error(response, 500, "internal error")
@@ -491,6 +496,17 @@ def test_unexpected_errors_are_500_json_without_internals(
     incident = re.search(r"incident ([0-9a-f]{12})", error["message"]).group(1)
     logged = [r for r in caplog.records if r.name == "serving.errors" and r.exc_info]
     assert logged and incident in logged[-1].getMessage()
+
+
+def test_a_failing_catalog_degrades_to_an_empty_answer_not_an_error(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(env.services, "catalog", _BrokenCatalog())
+    response = suggestions(env)
+    assert response.status_code == 200
+    body = response.json()
+    assert body["degraded"] is True and body["items"] == []
+    assert "secret" not in response.text
 
 
 def test_optional_features_failing_degrades_instead_of_failing(
@@ -508,14 +524,17 @@ def test_optional_features_failing_degrades_instead_of_failing(
     assert body["degraded"] is True and body["items"][0]["item_id"] == "spa_zen"
 
 
-def test_feature_store_down_is_503_on_get_and_cold_start_on_post(
+def test_feature_store_down_degrades_to_cold_start_and_503_only_without_a_place(
     env: Env, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     def down(view: str, keys: list[dict[str, str]]) -> Any:
         raise ConnectionError("redis down")
 
     monkeypatch.setattr(env.services.features, "read", down)
-    assert_error(suggestions(env), 503, "feature store")
+    body = suggestions(env).json()
+    assert body["degraded"] is True and body["cold_start"] is True and body["items"]
+    # No point given and the user's last location is unreadable: nothing to suggest for.
+    assert_error(env.client.get("/v1/users/spa_lover/suggestions", params={"at": AT_ISO}), 503, "lat and lon")
     response = env.client.post("/v1/users/spa_lover/location", json={"lat": LAT, "lon": LON, "ts": AT_ISO})
     assert response.status_code == 200
     assert response.json()["degraded"] is True and response.json()["cold_start"] is True

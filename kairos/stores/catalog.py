@@ -153,5 +153,88 @@ def _to_item(row: tuple[Any, ...]) -> CatalogItem:
     return CatalogItem(**values)
 
 
-def open_catalog(settings: Any) -> SqliteCatalog:
+# Compare-and-set in one round trip: an older state never overwrites a newer one, even when two
+# writers (or a replayed epoch) race.
+_UPSERT_LUA = """
+local current = redis.call('HGET', KEYS[1], ARGV[1])
+if current and tonumber(cjson.decode(current)['updated_ts']) > tonumber(ARGV[3]) then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+if ARGV[4] ~= '' then
+  redis.call('GEOADD', KEYS[2], ARGV[5], ARGV[4], ARGV[1])
+else
+  redis.call('ZREM', KEYS[2], ARGV[1])
+end
+redis.call('SADD', KEYS[3], ARGV[1])
+return 1
+"""
+
+
+class RedisCatalog:
+    """Item catalog on Redis (the ``redis`` profile): a hash of item JSON, a GEO set for radius
+    queries (GEOSEARCH) and a set per business. Same interface as :class:`SqliteCatalog`."""
+
+    def __init__(self, client: Any, prefix: str = "kairos:catalog") -> None:
+        self.client = client
+        self.prefix = prefix
+        self.items_key, self.geo_key = f"{prefix}:items", f"{prefix}:geo"
+        self._upsert = client.register_script(_UPSERT_LUA)
+
+    def _business_key(self, business_id: str) -> str:
+        return f"{self.prefix}:business:{business_id}"
+
+    def upsert(self, items: Iterable[CatalogItem]) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        for item in items:
+            values = asdict(item)
+            has_point = item.lat is not None and item.lon is not None
+            self._upsert(
+                keys=[self.items_key, self.geo_key, self._business_key(item.business_id)],
+                args=[item.item_id, json.dumps(values, default=str), item.updated_ts,
+                      item.lat if has_point else "", item.lon if has_point else ""],
+                client=pipe,
+            )
+        pipe.execute()
+
+    def get(self, item_id: str) -> CatalogItem | None:
+        raw = self.client.hget(self.items_key, item_id)
+        return _from_json(raw) if raw else None
+
+    def _many(self, ids: list[Any]) -> list[CatalogItem]:
+        if not ids:
+            return []
+        return [_from_json(raw) for raw in self.client.hmget(self.items_key, ids) if raw]
+
+    def near(self, lat: float, lon: float, radius_km: float, at: datetime | None = None,
+             limit: int = 2000, until: datetime | None = None) -> list[CatalogItem]:
+        ids = self.client.geosearch(self.geo_key, longitude=lon, latitude=lat, radius=radius_km, unit="km",
+                                    sort="ASC", count=limit * 4 if at is not None else limit)
+        items = self._many(ids)
+        if at is not None:
+            start = at.astimezone(timezone.utc).timestamp()
+            end = (until or at).astimezone(timezone.utc).timestamp()
+            items = [i for i in items if not i.deleted and (i.valid_from is None or i.valid_from <= end)
+                     and (i.valid_to is None or i.valid_to > start)]
+        return items[:limit]
+
+    def by_business(self, business_id: str) -> list[CatalogItem]:
+        return self._many(sorted(self.client.smembers(self._business_key(business_id))))
+
+    def count(self) -> int:
+        return int(self.client.hlen(self.items_key))
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def _from_json(raw: bytes | str) -> CatalogItem:
+    values = json.loads(raw)
+    return CatalogItem(**{k: values.get(k) for k in _COLUMNS})
+
+
+def open_catalog(settings: Any) -> SqliteCatalog | RedisCatalog:
+    """The configured catalog: SQLite under KAIROS_HOME, or Redis for the ``redis`` profile."""
+    if settings.profile == "redis":
+        from kairos.stores.redis_conn import redis_client
+
+        return RedisCatalog(redis_client(settings.redis_url), prefix=f"kairos:{settings.feast_project}:catalog")
     return SqliteCatalog(settings.catalog_path)

@@ -27,7 +27,10 @@ log = logging.getLogger(__name__)
 def repo_config(settings: Settings) -> RepoConfig:
     settings.feast_dir.mkdir(parents=True, exist_ok=True)
     if settings.profile == "redis":
-        online: Any = RedisOnlineStoreConfig(connection_string=settings.redis_url)
+        # skip_dedup: last write wins. Feast's default drops a row whose event time equals the stored
+        # one, but a late event folds into a row with the *same* as_of and must replace it. Our sink
+        # already keeps the newest row per key of a batch, and rows of a key arrive in order.
+        online: Any = RedisOnlineStoreConfig(connection_string=settings.redis_url, skip_dedup=True)
     else:
         online = SqliteOnlineStoreConfig(path=str(settings.feast_dir / "online_store.db"))
     return RepoConfig(

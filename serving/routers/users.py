@@ -24,7 +24,7 @@ from serving.schemas import (
     Longitude,
     SuggestionsResponse,
 )
-from serving.suggestions import build_suggestions, read_user
+from serving.suggestions import build_suggestions, read_user, with_fallback
 
 log = logging.getLogger(__name__)
 
@@ -69,20 +69,21 @@ def get_suggestions(
             [{"field": missing, "message": "lat and lon go together", "type": "missing"}],
         )
     radius = _radius(radius_km, services.settings)
-    try:
-        user = read_user(services, user_id)
-    except Exception:
-        log.error("user_activity read failed for %s", user_id, exc_info=True)
-        raise ApiError(503, "the feature store is not answering; try again shortly") from None
-    if user is None:
+    user, store_down = with_fallback(lambda: read_user(services, user_id), None, "user_activity")
+    if user is None and not store_down:
         raise ApiError(
             404, f"unknown user {user_id!r}: no events yet; POST /v1/users/{user_id}/location first"
         )
     if lat is None or lon is None:
+        if user is None:
+            # The store is down and this process has not seen the user: no place to suggest for.
+            raise ApiError(503, "the feature store is not answering and no location was given; pass lat and lon")
         lat, lon = _last_location(user, user_id)
-    return build_suggestions(
+    response = build_suggestions(
         services, user_id, lat, lon, at or datetime.now(UTC), radius, limit, user, widen=radius_km is None
     )
+    # Store down: the last known row (or a cold start) was used; say so.
+    return response.model_copy(update={"degraded": True}) if store_down else response
 
 
 @router.post(
@@ -117,15 +118,7 @@ def post_location(
 
     # Suggestions are computed here and now rather than after the flow catches up: the user is
     # looking at the screen. A new user is fine (cold start); an unreadable row degrades.
-    degraded = False
-    user: dict[str, Any] | None
-    try:
-        user = read_user(services, user_id)
-    except Exception:
-        log.warning(
-            "user_activity read failed for %s; serving cold-start suggestions", user_id, exc_info=True
-        )
-        user, degraded = None, True
+    user, degraded = with_fallback(lambda: read_user(services, user_id), None, "user_activity")
     response = build_suggestions(
         services, user_id, body.lat, body.lon, ts, radius, limit, user, widen=radius_km is None
     )
