@@ -29,8 +29,9 @@ from flows.steps import (
 from kairos.config import Settings
 from kairos.decoding import decode, load_mappings
 from kairos.features import VIEWS
-from kairos.schema import Event
-from kairos.stores.event_store import open_event_store
+from kairos.replay import REPLAY_COLLECTION, unwrap
+from kairos.schema import DeadLetter, Event
+from kairos.stores.event_store import SourceRecord, open_event_store
 from kairos.stores.online_features import OnlineFeatures
 
 
@@ -56,16 +57,22 @@ def _supply(state: CellSupplyState | None, keyed: tuple[str, SupplyUpdate]):
     return state, ("cell_supply", state.update(key, change))
 
 
+def decode_record(record: SourceRecord, mappings: dict[str, Any], h3_resolution: int) -> Event | DeadLetter:
+    """Decode a record (unwrapping a dead-letter replay envelope first)."""
+    return decode(unwrap(record), mappings, h3_resolution)
+
+
 def row_key(view_row: tuple[str, dict[str, Any]]) -> str:
     view, row = view_row
     return "|".join([view, *(str(row[e]) for e in VIEWS[view].entities)])
 
 
 def collections_to_read(settings: Settings, mappings: dict[str, Any]) -> list[str]:
-    """Every mapped collection plus any other the store holds (those dead-letter, never vanish)."""
+    """Every mapped collection, the dead-letter replay collection, and any other the store holds
+    (those dead-letter, never vanish)."""
     store = open_event_store(settings)
     try:
-        return sorted(set(mappings) | set(store.collections()))
+        return sorted(set(mappings) | set(store.collections()) | {REPLAY_COLLECTION})
     finally:
         store.close()
 
@@ -79,7 +86,8 @@ def build_flow(settings: Settings, follow: bool = False, flow_id: str = "kairos_
 
     records = op.input("event_store", flow, EventStoreSource(settings, collections_to_read(settings, mappings),
                                                             follow=follow, batch_size=settings.source_batch_size))
-    decoded = op.map("decode", records, partial(decode, mappings=mappings, h3_resolution=settings.h3_resolution))
+    decoded = op.map("decode", records, partial(decode_record, mappings=mappings,
+                                                h3_resolution=settings.h3_resolution))
     split = op.branch("valid_or_dead", decoded, lambda x: isinstance(x, Event))
     op.output("deadletters", split.falses, DeadLetterSink(settings))
     events = split.trues

@@ -98,8 +98,32 @@ def deadletters_list(
     from kairos.stores.deadletters import SqliteDeadLetters
 
     letters = SqliteDeadLetters(_settings(home).deadletter_path)
-    console.print_json(json.dumps({"total": letters.count(), "by_collection": letters.counts_by_collection(),
-                                   "letters": letters.list(collection, limit)}))
+    console.print_json(json.dumps({"total": letters.count(), "open": letters.count("open"),
+                                   "open_by_collection": letters.counts_by_collection("open"),
+                                   "letters": letters.list(collection, limit, status="open")}))
+
+
+@deadletters_app.command("replay")
+def deadletters_replay(
+    collection: Annotated[str | None, typer.Option(help="Only this collection.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Decode again, send nothing.")] = False,
+    home: HomeOption = None,
+) -> None:
+    """Decode open dead letters again with the current mapping; send those that now decode back
+    through the flow (they are processed by a running flow, or the next `kairos flow run`)."""
+    from kairos.decoding import load_mappings
+    from kairos.replay import replay
+    from kairos.stores.deadletters import SqliteDeadLetters
+    from kairos.stores.event_store import open_event_store
+
+    settings = _settings(home)
+    try:
+        mappings = load_mappings(settings.collections_file or None)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    report = replay(SqliteDeadLetters(settings.deadletter_path), open_event_store(settings), mappings,
+                    settings.h3_resolution, collection=collection, dry_run=dry_run)
+    console.print_json(json.dumps({**report.as_dict(), "dry_run": dry_run}))
 
 
 @app.command()

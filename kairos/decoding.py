@@ -288,6 +288,7 @@ def _dead_letter(record: SourceRecord, reason: str) -> DeadLetter:
         reason=reason or "undecodable document",
         document=_document_text(document),
         source_id=source_id,
+        op=str(getattr(record, "op", "insert") or "insert"),
     )
 
 

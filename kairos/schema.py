@@ -97,6 +97,7 @@ class DeadLetter:
     document: str  # JSON text of the source document, as received
     source_id: str | None = None
     received_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+    op: str = "insert"  # the store operation, so a replay re-enters as what it was
 
 
 def to_utc(value: Any) -> datetime | None:
