@@ -12,7 +12,8 @@ from typing import Any
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 
-from flows.sinks import CatalogSink, DeadLetterSink, OfflineLogSink, OnlineFeatureSink
+from flows.keyed_state import keyed_fold
+from flows.sinks import CatalogSink, DeadLetterSink, FeatureRow, OfflineLogSink, OnlineFeatureSink
 from flows.source import EventStoreSource
 from flows.steps import (
     CellDemandState,
@@ -35,26 +36,22 @@ from kairos.stores.event_store import SourceRecord, open_event_store
 from kairos.stores.online_features import OnlineFeatures
 
 
-def _user_activity(params: FeatureParams, state: UserActivityState | None, event: Event):
-    state = state or UserActivityState()
-    return state, ("user_activity", state.update(event, params))
+def _user_activity(params: FeatureParams, state: UserActivityState, events: list[Event]) -> list[FeatureRow]:
+    for event in events:
+        state.add(event, params)
+    return [("user_activity", state.row(events[-1].actor_id, params))]
 
 
-def _item(state: ItemState | None, event: Event):
-    state = state or ItemState()
-    return state, state.update(event)
+def _demand(state: CellDemandState, keyed: list[tuple[str, Event]]) -> list[FeatureRow]:
+    for _, event in keyed:
+        state.add(event)
+    return [("cell_demand", state.row(keyed[-1][0]))]
 
 
-def _demand(state: CellDemandState | None, keyed: tuple[str, Event]):
-    state = state or CellDemandState()
-    key, event = keyed
-    return state, ("cell_demand", state.update(key, event))
-
-
-def _supply(state: CellSupplyState | None, keyed: tuple[str, SupplyUpdate]):
-    state = state or CellSupplyState()
-    key, change = keyed
-    return state, ("cell_supply", state.update(key, change))
+def _supply(state: CellSupplyState, keyed: list[tuple[str, SupplyUpdate]]) -> list[FeatureRow]:
+    for _, change in keyed:
+        state.apply(change)
+    return [("cell_supply", state.row(keyed[-1][0]))]
 
 
 def decode_record(record: SourceRecord, mappings: dict[str, Any], h3_resolution: int) -> Event | DeadLetter:
@@ -95,11 +92,10 @@ def build_flow(settings: Settings, follow: bool = False, flow_id: str = "kairos_
               OfflineLogSink(settings, "events"))
 
     users = op.key_on("by_user", op.filter("user_events", events, is_user_feature_event), lambda e: e.actor_id)
-    user_rows = op.stateful_map("user_activity", users, partial(_user_activity, params))
+    user_rows = keyed_fold("user_activity", users, UserActivityState, partial(_user_activity, params))
 
     items = op.key_on("by_item", op.filter("item_events", events, is_item_event), lambda e: e.item_id)
-    item_out = op.flat_map_value("item_outputs", op.stateful_map("item_state", items, _item), lambda xs: xs)
-    item_out = op.key_rm("item_outputs_unkeyed", item_out)
+    item_out = op.key_rm("item_outputs_unkeyed", keyed_fold("item_state", items, ItemState, ItemState.update_batch))
     by_tag = op.branch("item_stats_or_other", item_out, lambda tagged: tagged[0] == "item_stats")
     item_rows = by_tag.trues
     catalog_or_supply = op.branch("catalog_or_supply", by_tag.falses, lambda tagged: tagged[0] == "catalog")
@@ -107,11 +103,11 @@ def build_flow(settings: Settings, follow: bool = False, flow_id: str = "kairos_
     supply = op.key_on("by_supply_cell", op.map("supply_updates", catalog_or_supply.falses, lambda t: t[1]),
                        lambda kc: supply_key(*kc[0]))
     supply = op.map_value("supply_key_str", supply, lambda kc: (supply_key(*kc[0]), kc[1]))
-    supply_rows = op.stateful_map("cell_supply", supply, _supply)
+    supply_rows = keyed_fold("cell_supply", supply, CellSupplyState, _supply)
 
     demand = op.filter_map("demand_events", events, lambda e: (k, e) if (k := demand_key(e)) else None)
     demand = op.key_on("by_demand_cell", demand, lambda ke: ke[0])
-    demand_rows = op.stateful_map("cell_demand", demand, _demand)
+    demand_rows = keyed_fold("cell_demand", demand, CellDemandState, _demand)
 
     rows = op.merge("feature_rows", op.key_rm("u", user_rows), item_rows, op.key_rm("s", supply_rows),
                     op.key_rm("d", demand_rows))

@@ -101,6 +101,11 @@ class UserActivityState:
     as_of: float = -math.inf
 
     def update(self, event: Event, params: FeatureParams) -> dict[str, Any]:
+        self.add(event, params)
+        return self.row(event.actor_id, params)
+
+    def add(self, event: Event, params: FeatureParams) -> None:
+        """Fold an event in without computing the row (a batch of events costs one row)."""
         ts = epoch(event)
         self.as_of = max(self.as_of, ts)
         bucket = count_kind(event.kind)
@@ -114,7 +119,6 @@ class UserActivityState:
             candidate = (ts, event.event_id, event.lat, event.lon, event.cell)
             if self.last_location is None or candidate[:2] > self.last_location[:2]:
                 self.last_location = candidate
-        return self.row(event.actor_id, params)
 
     def row(self, user_id: str, params: FeatureParams) -> dict[str, Any]:
         row: dict[str, Any] = {"user_id": user_id, "as_of": self.as_of}
@@ -234,6 +238,19 @@ class ItemState:
             self.supply_key = key
         return out
 
+    def update_batch(self, events: list[Event]) -> list[tuple[str, Any]]:
+        """Fold several events of this item; emit its final row and catalog state once, and every
+        supply change (cells and categories can move within a batch)."""
+        outputs = [out for event in events for out in self.update(event)]
+        last: dict[str, Any] = {}
+        supply = []
+        for tag, payload in outputs:
+            if tag == "supply":
+                supply.append((tag, payload))
+            else:
+                last[tag] = payload
+        return [(tag, payload) for tag, payload in last.items()] + supply
+
     def row(self, item_id: str, merged: dict[str, Any]) -> dict[str, Any]:
         row: dict[str, Any] = {"item_id": item_id, "as_of": self.as_of}
         for w in ITEM_WINDOWS:
@@ -306,6 +323,10 @@ class CellSupplyState:
     as_of: float = -math.inf
 
     def update(self, key: str, change: SupplyUpdate) -> dict[str, Any]:
+        self.apply(change)
+        return self.row(key)
+
+    def apply(self, change: SupplyUpdate) -> None:
         self.as_of = max(self.as_of, change.ts)
         current = self.items.get(change.item_id)
         if current is None or change.ts >= current.ts:
@@ -313,7 +334,6 @@ class CellSupplyState:
                 self.items.pop(change.item_id, None)
             else:
                 self.items[change.item_id] = change
-        return self.row(key)
 
     def row(self, key: str) -> dict[str, Any]:
         cell, category = split_key(key)
@@ -349,10 +369,16 @@ class CellDemandState:
     as_of: float = -math.inf
 
     def update(self, key: str, event: Event) -> dict[str, Any]:
+        self.add(event)
+        return self.row(key)
+
+    def add(self, event: Event) -> None:
         ts = epoch(event)
         self.as_of = max(self.as_of, ts)
         _insert(self.records, (ts, event.event_id, DEMAND_BUCKETS[event.kind], event.actor_id), self.as_of,
                 DEMAND_MAX_S)
+
+    def row(self, key: str) -> dict[str, Any]:
         cell, category = split_key(key)
         row: dict[str, Any] = {"cell": cell, "category": category, "as_of": self.as_of}
         for w in DEMAND_WINDOWS:
