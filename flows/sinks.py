@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 
 from bytewax.outputs import DynamicSink, FixedPartitionedSink, StatefulSinkPartition, StatelessSinkPartition
 
+from flows import timing
 from kairos.config import Settings
 from kairos.features import VIEWS
 from kairos.schema import DeadLetter, Event
@@ -72,6 +73,9 @@ class _OnlineFeaturePartition(StatelessSinkPartition[FeatureRow]):
         for view, rows in latest_per_key(items).items():
             with_backoff(lambda v=view, r=rows: self.features.write(v, r), "online store write")
 
+    def close(self) -> None:
+        timing.mark("end")
+
 
 class OnlineFeatureSink(DynamicSink[FeatureRow]):
     def __init__(self, settings: Settings) -> None:
@@ -118,6 +122,7 @@ class _OfflinePartition(StatefulSinkPartition[Any, None]):
 
     def close(self) -> None:
         self.flush()
+        timing.mark("end")
 
 
 class OfflineLogSink(FixedPartitionedSink[Any, None]):

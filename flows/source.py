@@ -9,6 +9,7 @@ from typing import Any
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
+from flows import timing
 from kairos.config import Settings
 from kairos.stores.event_store import EventStore, SourceRecord, open_event_store
 
@@ -43,8 +44,12 @@ class _CollectionPartition(StatefulSourcePartition[SourceRecord, str | None]):
         self.follow, self.batch_size = follow, batch_size
         self.poll = timedelta(seconds=poll_interval_s)
         self._awake: datetime | None = None
+        self._started = False
 
     def next_batch(self) -> list[SourceRecord]:
+        if not self._started:
+            timing.mark("start")
+            self._started = True
         records = self.store.read(self.collection, self.position, self.batch_size)
         if records:
             self.position = records[-1].position

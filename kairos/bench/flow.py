@@ -1,0 +1,104 @@
+"""``kairos bench flow``: events/s through the full flow with 1 and 2 processes, beside a
+pass-through flow over the same source and data (the ceiling), all in one run."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+FULL = "flows.dataflow:flow_from_env(follow=False)"
+PASSTHROUGH = "flows.passthrough:passthrough_from_env()"
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_variant(base: Path, root: Path, name: str, flow: str, processes: int, env_extra: dict[str, str]) -> float:
+    """Seconds from the first record read to the last sink closed, on a fresh copy of the log."""
+    from flows.timing import span
+
+    home = root / name
+    home.mkdir(parents=True)
+    for suffix in ("", "-wal", "-shm"):
+        if (base / f"events.sqlite{suffix}").exists():
+            shutil.copy(base / f"events.sqlite{suffix}", home / f"events.sqlite{suffix}")
+    timing_file = home / "timing.txt"
+    env = {**os.environ, **env_extra, "KAIROS_HOME": str(home), "KAIROS_TIMING_FILE": str(timing_file),
+           "KAIROS_FEAST_PROJECT": f"bench_{name}_{int(time.time())}"}
+    cmd = [sys.executable, "-m", "bytewax.run", flow]
+    if processes == 1:
+        procs = [subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True)]
+    else:
+        addresses = ";".join(f"127.0.0.1:{_free_port()}" for _ in range(processes))
+        procs = [subprocess.Popen([*cmd, "-i", str(i), "-a", addresses], env=env, stderr=subprocess.PIPE, text=True)
+                 for i in range(processes)]
+    for proc in procs:
+        _, err = proc.communicate()
+        if proc.returncode != 0:
+            raise RuntimeError(f"{name} failed:\n{err[-3000:]}")
+    start, end = span(timing_file)
+    return end - start
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("flow")
+    def bench_flow(
+        days: Annotated[int, typer.Option(help="Simulated days of events to stream.")] = 3,
+        users: Annotated[int, typer.Option(help="Simulated users.")] = 400,
+        seed: Annotated[int, typer.Option()] = 7,
+        profile: Annotated[str, typer.Option(help="local or redis online store.")] = "local",
+        redis_url: Annotated[str, typer.Option(help="Redis for --profile redis (a DB it may flush).")] =
+            "127.0.0.1:6379,db=9",
+        as_json: Annotated[bool, typer.Option("--json", help="Print JSON (the default output).")] = True,
+    ) -> None:
+        """Events/s of the full flow (1 and 2 processes) beside a pass-through flow, same data."""
+        from kairos.bench import emit
+        from kairos.config import Settings
+        from kairos.simulate import SimConfig, simulate
+        from kairos.stores.event_store import open_event_store
+
+        root = Path(tempfile.mkdtemp(prefix="kairos-bench-flow-"))
+        try:
+            base = root / "base"
+            settings = Settings(home=base)
+            summary = simulate(open_event_store(settings), SimConfig(seed=seed, days=days, n_users=users),
+                               settings.sim_dir, progress=True)
+            env = {"KAIROS_PROFILE": profile, "KAIROS_REDIS_URL": redis_url}
+            if profile == "redis":
+                from kairos.stores.redis_conn import redis_client
+
+                redis_client(redis_url).flushdb()
+            results: dict[str, Any] = {}
+            for name, flow, processes in (("passthrough", PASSTHROUGH, 1), ("full_1_process", FULL, 1),
+                                          ("full_2_processes", FULL, 2)):
+                print(f"running {name} …", file=sys.stderr)
+                seconds = run_variant(base, root, name, flow, processes, env)
+                results[name] = {"seconds": round(seconds, 3), "events_per_s": round(summary.total / seconds)}
+            ceiling = results["passthrough"]["events_per_s"]
+            emit({
+                "benchmark": "flow",
+                "records": summary.total,
+                "profile": profile,
+                "cpus": os.cpu_count(),
+                **results,
+                "ratio_1_process_to_passthrough": round(results["full_1_process"]["events_per_s"] / ceiling, 3),
+                "ratio_2_processes_to_passthrough": round(results["full_2_processes"]["events_per_s"] / ceiling, 3),
+                "speedup_2_vs_1_process": round(results["full_2_processes"]["events_per_s"]
+                                                / results["full_1_process"]["events_per_s"], 3),
+                "goal_events_per_s_2_processes": 20000,
+            })
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
