@@ -56,6 +56,10 @@ class _CollectionPartition(StatefulSourcePartition[SourceRecord, str | None]):
             self._awake = None
             PROGRESS.add(self.collection, len(records))
             return records
+        # A quiet collection's change-stream token must keep moving or it ages out of the oplog.
+        refresh = getattr(self.store, "caught_up_position", None)
+        if refresh is not None:
+            self.position = refresh(self.collection, self.position)
         if not self.follow:
             raise StopIteration()
         # Caught up: sleep instead of spinning on an empty log.

@@ -14,6 +14,7 @@ from rich.console import Console
 
 from kairos.bench import bench_app
 from kairos.config import Settings
+from kairos.ingest.cli import ingest_app
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing may download weights at run time
 
@@ -23,6 +24,7 @@ deadletters_app = typer.Typer(help="Documents the flow could not decode.", no_ar
 app.add_typer(flow_app, name="flow")
 app.add_typer(deadletters_app, name="deadletters")
 app.add_typer(bench_app(), name="bench")
+app.add_typer(ingest_app, name="ingest")
 console = Console()
 
 HomeOption = Annotated[Path | None, typer.Option("--home", help="Overrides KAIROS_HOME.")]

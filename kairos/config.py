@@ -40,6 +40,13 @@ class Settings:
     profile: str = "local"
     #: Redis connection for the ``redis`` profile (``host:port`` plus optional ``,db=N``).
     redis_url: str = "127.0.0.1:6379"
+    #: ``redis`` or ``redis_cluster`` (Feast's Redis Cluster client for online features).
+    redis_type: str = "redis"
+    #: Event source: ``sqlite`` (the embedded log under KAIROS_HOME) or ``mongo`` (change streams).
+    event_store: str = "sqlite"
+    #: MongoDB connection string (a replica set: change streams need one) and database.
+    mongo_url: str = ""
+    mongo_db: str = "kairos"
     #: Feast project name; also namespaces Redis keys, so tests use one of their own.
     feast_project: str = "kairos"
     #: H3 resolution of the ``cell`` of an event (8 is about 0.7 km² per cell).
@@ -85,6 +92,12 @@ class Settings:
     def validate(self) -> None:
         if self.profile not in ("local", "redis"):
             raise ValueError(f"KAIROS_PROFILE must be 'local' or 'redis', not {self.profile!r}")
+        if self.event_store not in ("sqlite", "mongo"):
+            raise ValueError(f"KAIROS_EVENT_STORE must be 'sqlite' or 'mongo', not {self.event_store!r}")
+        if self.event_store == "mongo" and not self.mongo_url:
+            raise ValueError("KAIROS_EVENT_STORE=mongo needs KAIROS_MONGO_URL (a replica set's connection string)")
+        if self.redis_type not in ("redis", "redis_cluster"):
+            raise ValueError(f"KAIROS_REDIS_TYPE must be 'redis' or 'redis_cluster', not {self.redis_type!r}")
         if not 0 <= self.h3_resolution <= 15 or not 0 <= self.home_resolution <= 15:
             raise ValueError("KAIROS_H3_RESOLUTION and KAIROS_HOME_RESOLUTION must be in 0..15")
 

@@ -169,5 +169,9 @@ def _json_default(value: Any) -> Any:
 
 
 def open_event_store(settings: Any) -> EventStore:
-    """The configured event store (the embedded SQLite log; MongoDB arrives behind this later)."""
+    """The configured event store: the embedded SQLite log, or MongoDB change streams."""
+    if getattr(settings, "event_store", "sqlite") == "mongo":
+        from kairos.stores.mongo_store import open_mongo_event_store
+
+        return open_mongo_event_store(settings)
     return SqliteEventStore(settings.event_log_path)

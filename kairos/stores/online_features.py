@@ -31,7 +31,8 @@ def repo_config(settings: Settings) -> RepoConfig:
         # skip_dedup: last write wins. Feast's default drops a row whose event time equals the stored
         # one, but a late event folds into a row with the *same* as_of and must replace it. Our sink
         # already keeps the newest row per key of a batch, and rows of a key arrive in order.
-        online: Any = RedisOnlineStoreConfig(connection_string=settings.redis_url, skip_dedup=True)
+        online: Any = RedisOnlineStoreConfig(connection_string=settings.redis_url, skip_dedup=True,
+                                             redis_type=settings.redis_type)
     else:
         online = SqliteOnlineStoreConfig(path=str(settings.feast_dir / "online_store.db"))
     return RepoConfig(
