@@ -78,6 +78,20 @@ class Settings:
     #: ... or after this many seconds, whichever comes first.
     offline_flush_s: float = 5.0
 
+    #: Moderation: classifier probability of harm that sends a draft to review / rejects it.
+    moderation_review_threshold: float = 0.65
+    moderation_reject_threshold: float = 0.97
+    #: Distinct reporters in 7 days that move an item to review (severe reasons: the lower one),
+    #: and that queue a user.
+    report_threshold: int = 3
+    severe_report_threshold: int = 2
+    user_report_threshold: int = 3
+    #: Strikes in 30 days (removals, rejected drafts) that suspend a business.
+    strikes_to_suspend: int = 3
+    #: Declared size limits of media attached to drafts.
+    media_max_image_mb: float = 10.0
+    media_max_video_mb: float = 200.0
+
     @classmethod
     def from_env(cls, **overrides: Any) -> Settings:
         values = {f.name: _env_default(f.name, f.default) for f in fields(cls)}
@@ -113,6 +127,10 @@ class Settings:
     @property
     def catalog_path(self) -> Path:
         return self.home / "catalog.sqlite"
+
+    @property
+    def moderation_path(self) -> Path:
+        return self.home / "moderation.sqlite"
 
     @property
     def offline_dir(self) -> Path:

@@ -15,6 +15,9 @@ slightly less personal suggestions beats one that shows an error.
 from __future__ import annotations
 
 import logging
+import math
+import threading
+import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import replace
@@ -151,6 +154,7 @@ def candidate_items(
         for item in services.catalog.near(lat, lon, radius_km, at=at, until=at + UPCOMING_HORIZON)
         if item.active_at(start) or (item.valid_from is not None and item.valid_from > start)
     ]
+    hidden_items, suspended = moderation_filter(services).current()
     # ``near`` pre-filters by bounding box; the circle is the promise made to the user.
     return [
         item
@@ -158,7 +162,41 @@ def candidate_items(
         if item.lat is not None
         and item.lon is not None
         and haversine_km(lat, lon, item.lat, item.lon) <= radius_km
+        and item.item_id not in hidden_items
+        and item.business_id not in suspended
     ]
+
+
+class ModerationFilter:
+    """Items under review or removed, and suspended businesses, refreshed every ``ttl_s`` seconds:
+    suggestions must honour moderation quickly, but not pay a query per request."""
+
+    def __init__(self, store: Any, ttl_s: float = 2.0) -> None:
+        self.store, self.ttl_s = store, ttl_s
+        self._at = -math.inf
+        self._value: tuple[set[str], set[str]] = (set(), set())
+        self._lock = threading.Lock()
+
+    def current(self) -> tuple[set[str], set[str]]:
+        with self._lock:
+            if time.monotonic() - self._at >= self.ttl_s:
+                try:
+                    self._value = (self.store.suppressed_item_ids(), self.store.suspended_business_ids())
+                except Exception:  # keep the last known sets; moderation must not break suggestions
+                    log.warning("moderation store unreadable; using the last known decisions", exc_info=True)
+                self._at = time.monotonic()
+            return self._value
+
+    def close(self) -> None:
+        close = getattr(self.store, "close", None)
+        if close is not None:
+            close()
+
+
+def moderation_filter(services: Services) -> ModerationFilter:
+    from kairos.stores.moderation_store import open_moderation_store
+
+    return services.extra("moderation_filter", lambda s: ModerationFilter(open_moderation_store(s.settings)))
 
 
 def area_median_prices(

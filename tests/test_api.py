@@ -566,3 +566,21 @@ def test_explicit_radius_is_never_widened(env) -> None:
 def test_no_widening_when_the_favourite_is_already_in_reach(env) -> None:
     body = env.client.get("/v1/users/spa_lover/suggestions", params={"at": AT_ISO}).json()
     assert body["widened_for"] is None and body["radius_km"] == 3.0
+
+
+def test_moderation_hides_items_in_review_and_suspended_businesses(env: Env) -> None:
+    from kairos.stores.moderation_store import open_moderation_store
+    from serving.suggestions import moderation_filter
+
+    store = open_moderation_store(env.services.settings)
+    store.set_item_status("spa_zen", "biz-spa_zen", "review", reason="3 reports", ts=T0)
+    store.suspend("business", "biz-coffee_cup", "3 strikes", ts=T0)
+    moderation_filter(env.services)._at = float("-inf")  # do not wait for the cache to expire
+    try:
+        ids = {i["item_id"] for i in suggestions(env, limit=20).json()["items"]}
+        assert "spa_zen" not in ids and "coffee_cup" not in ids
+        assert "spa_four" in ids and "coffee_bean" in ids
+    finally:
+        store.set_item_status("spa_zen", "biz-spa_zen", "live", reason=None, ts=T0)
+        store.reinstate("business", "biz-coffee_cup")
+        moderation_filter(env.services)._at = float("-inf")
