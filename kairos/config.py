@@ -92,6 +92,14 @@ class Settings:
     media_max_image_mb: float = 10.0
     media_max_video_mb: float = 200.0
 
+    #: Search: how often the item index picks up catalog changes, and its H3 bucket resolution.
+    search_refresh_s: float = 1.0
+    search_bucket_resolution: int = 7
+    #: User embeddings forget half their weight over this many seconds.
+    user_embedding_half_life_s: float = 604800.0
+    #: Next intent: a category is suggested ("you may want a spa now") above this probability.
+    intent_min_probability: float = 0.3
+
     @classmethod
     def from_env(cls, **overrides: Any) -> Settings:
         values = {f.name: _env_default(f.name, f.default) for f in fields(cls)}
