@@ -30,6 +30,7 @@ Like :mod:`flows.steps`, the state is a plain picklable object, so Bytewax snaps
 
 from __future__ import annotations
 
+import heapq
 import json
 import logging
 import math
@@ -122,6 +123,8 @@ class LabelledExample:
     #: A late positive for an impression already emitted as a negative.
     correction: bool = False
     ranker: str | None = None
+    #: What showed it: ``suggestions`` or ``search`` (as the impression log says).
+    source: str | None = None
 
     def to_row(self) -> dict[str, Any]:
         """Flat row for the offline log (dicts as JSON text)."""
@@ -140,6 +143,7 @@ class _Impression:
     features: dict[str, float]
     score_parts: dict[str, float]
     ranker: str | None
+    source: str | None = None
     outcome: str = "none"
     first_positive_ts: float | None = None
     emitted_reward: int | None = None  # set once the example is out
@@ -205,6 +209,9 @@ class AttributionState:
     orphans: dict[tuple[str, str], list[_Feedback]] = field(default_factory=dict)
     max_ts: float = -math.inf
     stats: Counter = field(default_factory=Counter)
+    #: Heap of (deadline, sequence, "close" | "forget" | "orphan", key, event id).
+    due: list[tuple[float, int, str, tuple[str, str], str]] = field(default_factory=list)
+    sequence: int = 0
 
     def watermark(self, params: AttributionParams) -> float:
         return self.max_ts - params.allowed_lateness_s
@@ -235,6 +242,7 @@ class AttributionState:
                 self.stats["duplicate_impressions"] += 1
                 if ts < impression.ts and impression.emitted_reward is None:
                     impression.ts = ts  # the earliest sighting is when the user first saw it
+                    self._schedule(ts + params.window_s, "close", key, impression.event_id)
                 return
         if ts + params.window_s + params.late_grace_s < self.watermark(params):
             self.stats["impressions_too_late"] += 1
@@ -247,8 +255,10 @@ class AttributionState:
             features=_numbers(event.attrs.get("features")),
             score_parts=_numbers(event.attrs.get("score_parts")),
             ranker=_text(event.attrs.get("ranker")),
+            source=_text(event.attrs.get("source")),
         )
         self.open.setdefault(key, []).append(impression)
+        self._schedule(ts + params.window_s, "close", key, impression.event_id)
         self.stats["impressions"] += 1
         # Feedback that came first: give each orphan a second chance now that there may be a match.
         waiting = self.orphans.pop(key, [])
@@ -261,6 +271,8 @@ class AttributionState:
         result = self._attach(key, feedback, params)
         if result is None:
             self.orphans.setdefault(key, []).append(feedback)
+            deadline = feedback.ts + params.clock_skew_s + params.window_s + params.late_grace_s
+            self._schedule(deadline, "orphan", key, feedback.event_id)
             self.stats["orphans"] += 1
             return []
         return result
@@ -308,50 +320,39 @@ class AttributionState:
     # -- closing -----------------------------------------------------------------------------
 
     def advance(self, params: AttributionParams, watermark: float | None = None) -> list[LabelledExample]:
-        """Emit every impression whose window ends at or before the watermark; forget old state."""
+        """Emit every impression whose window ends at or before the watermark; forget old state.
+
+        Deadlines sit in a heap, so an event costs O(log n) however many impressions are open.
+        """
         mark = self.watermark(params) if watermark is None else watermark
         out: list[LabelledExample] = []
-        for key in list(self.open):
-            keep = []
-            for impression in self.open[key]:
-                if impression.ts + params.window_s <= mark:
-                    out.append(self._close(key, impression))
-                else:
-                    keep.append(impression)
-            if keep:
-                self.open[key] = keep
-            else:
-                del self.open[key]
-        horizon = mark - params.window_s - params.late_grace_s
-        for key in list(self.closed):
-            kept = [i for i in self.closed[key] if i.ts > horizon]
-            if kept:
-                self.closed[key] = kept
-            else:
-                del self.closed[key]
-        for key in list(self.orphans):
-            kept = []
-            for feedback in self.orphans[key]:
+        while self.due and self.due[0][0] <= mark:
+            deadline, _, what, key, ident = heapq.heappop(self.due)
+            if what == "close":
+                impression = _take(self.open, key, ident)
+                if impression is not None:
+                    out.append(self._close(key, impression, params))
+            elif what == "forget":
+                _take(self.closed, key, ident)
+            elif _take(self.orphans, key, ident) is not None:
                 # Any impression it could still match would now be dropped as too late.
-                if feedback.ts + params.clock_skew_s > horizon:
-                    kept.append(feedback)
-                else:
-                    self.stats["unattributed_feedback"] += 1
-            if kept:
-                self.orphans[key] = kept
-            else:
-                del self.orphans[key]
+                self.stats["unattributed_feedback"] += 1
         out.sort(key=lambda e: (e.impression_ts, e.impression_id))
         return out
+
+    def _schedule(self, deadline: float, what: str, key: tuple[str, str], ident: str) -> None:
+        self.sequence += 1
+        heapq.heappush(self.due, (deadline, self.sequence, what, key, ident))
 
     def flush(self, params: AttributionParams) -> list[LabelledExample]:
         """Close every open impression now (the stream is over)."""
         return self.advance(params, watermark=math.inf)
 
-    def _close(self, key: tuple[str, str], impression: _Impression) -> LabelledExample:
+    def _close(self, key: tuple[str, str], impression: _Impression, params: AttributionParams) -> LabelledExample:
         reward = 1 if impression.first_positive_ts is not None else 0
         impression.emitted_reward = reward
         self.closed.setdefault(key, []).append(impression)
+        self._schedule(impression.ts + params.window_s + params.late_grace_s, "forget", key, impression.event_id)
         self.stats["positives" if reward else "negatives"] += 1
         return self._example(key, impression, reward=reward, correction=False)
 
@@ -373,12 +374,27 @@ class AttributionState:
             delay_s=delay,
             correction=correction,
             ranker=impression.ranker,
+            source=impression.source,
         )
 
     @property
     def pending(self) -> int:
         """Impressions waiting for their window to pass."""
         return sum(len(v) for v in self.open.values())
+
+
+def _take(table: dict[tuple[str, str], list[Any]], key: tuple[str, str], ident: str) -> Any:
+    """Remove and return the entry with event id ``ident`` under ``key`` (None when gone)."""
+    entries = table.get(key)
+    if not entries:
+        return None
+    for i, entry in enumerate(entries):
+        if entry.event_id == ident:
+            del entries[i]
+            if not entries:
+                del table[key]
+            return entry
+    return None
 
 
 def attribution_step(
@@ -399,11 +415,16 @@ class LearnerPartition(StatefulSinkPartition[LabelledExample, bytes]):
     examples still reach the API within the interval (bounded staleness in quiet hours too). The
     lock makes a publish see whole examples only; pickling ~100 features takes milliseconds. The
     snapshot is the pickled model, so recovery resumes learning exactly where it stopped.
+
+    Only impressions from ``sources`` teach it: a search result is clicked because it matches the
+    query, which the suggestions model does not see, and would teach it the wrong reasons.
     """
 
-    def __init__(self, store: Any, name: str, model: Any, publish_interval_s: float = 1.0) -> None:
+    def __init__(self, store: Any, name: str, model: Any, publish_interval_s: float = 1.0,
+                 sources: tuple[str, ...] = ("suggestions",)) -> None:
         from online.model_state import ModelPublisher
 
+        self.sources = sources
         self.model = model
         self.publisher = ModelPublisher(store, name, interval_s=publish_interval_s)
         self.lock = threading.Lock()
@@ -415,7 +436,7 @@ class LearnerPartition(StatefulSinkPartition[LabelledExample, bytes]):
     def write_batch(self, items: list[LabelledExample]) -> None:
         with self.lock:
             for example in items:
-                if example.features:
+                if example.features and (example.source is None or example.source in self.sources):
                     self.model.learn_one(example.features, example.reward, position=example.position)
                     self.learned += 1
                     self.publisher.changed()

@@ -12,6 +12,13 @@ from typing import Any
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 
+from flows.attribution import (
+    AttributionParams,
+    LearnerSink,
+    attribution_key,
+    attribution_step,
+    is_attribution_event,
+)
 from flows.keyed_state import keyed_fold
 from flows.sinks import CatalogSink, DeadLetterSink, FeatureRow, OfflineLogSink, OnlineFeatureSink
 from flows.source import EventStoreSource
@@ -90,6 +97,17 @@ def build_flow(settings: Settings, follow: bool = False, flow_id: str = "kairos_
     events = split.trues
     op.output("offline_events", op.key_on("by_event_id", events, lambda e: e.event_id),
               OfflineLogSink(settings, "events"))
+
+    # Impressions joined with later feedback (event time) into labelled examples for the bandit.
+    attribution = AttributionParams.from_settings(settings)
+    feedback = op.key_on("by_attribution_shard", op.filter("attribution_events", events, is_attribution_event),
+                         partial(attribution_key, shards=attribution.shards))
+    examples = op.flat_map_value("labelled_examples",
+                                 op.stateful_map("attribution", feedback, partial(attribution_step, attribution)),
+                                 lambda xs: xs)
+    examples = op.key_rm("examples_unkeyed", examples)
+    op.output("bandit_learner", op.key_on("to_learner", examples, lambda e: "bandit"),
+              LearnerSink(settings, "bandit", publish_interval_s=settings.model_publish_interval_s))
 
     users = op.key_on("by_user", op.filter("user_events", events, is_user_feature_event), lambda e: e.actor_id)
     user_rows = keyed_fold("user_activity", users, UserActivityState, partial(_user_activity, params))

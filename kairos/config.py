@@ -100,6 +100,20 @@ class Settings:
     #: Next intent: a category is suggested ("you may want a spa now") above this probability.
     intent_min_probability: float = 0.3
 
+    #: Ranker of suggestions: ``bandit`` (Thompson sampling, once trained) or ``transparent``.
+    ranker: str = "bandit"
+    #: Feedback joins an impression within this window (event time); later data up to the
+    #: lateness is still folded in, and a click within the grace corrects a closed negative.
+    attribution_window_s: float = 1800.0
+    attribution_lateness_s: float = 300.0
+    attribution_grace_s: float = 3600.0
+    attribution_shards: int = 16
+    #: The flow publishes learned models this often; the API polls for new versions this often.
+    model_publish_interval_s: float = 1.0
+    model_poll_interval_s: float = 0.5
+    #: The bandit serves once it has learned from this many impressions.
+    bandit_min_examples: int = 100
+
     @classmethod
     def from_env(cls, **overrides: Any) -> Settings:
         values = {f.name: _env_default(f.name, f.default) for f in fields(cls)}
@@ -118,6 +132,10 @@ class Settings:
             raise ValueError(f"KAIROS_EVENT_STORE must be 'sqlite' or 'mongo', not {self.event_store!r}")
         if self.event_store == "mongo" and not self.mongo_url:
             raise ValueError("KAIROS_EVENT_STORE=mongo needs KAIROS_MONGO_URL (a replica set's connection string)")
+        if self.ranker not in ("bandit", "transparent"):
+            raise ValueError(f"KAIROS_RANKER must be 'bandit' or 'transparent', not {self.ranker!r}")
+        if not 0 < self.model_poll_interval_s <= 1.0:
+            raise ValueError("KAIROS_MODEL_POLL_INTERVAL_S must be in (0, 1]: the API promises ≤ 5 s staleness")
         if self.redis_type not in ("redis", "redis_cluster"):
             raise ValueError(f"KAIROS_REDIS_TYPE must be 'redis' or 'redis_cluster', not {self.redis_type!r}")
         if not 0 <= self.h3_resolution <= 15 or not 0 <= self.home_resolution <= 15:

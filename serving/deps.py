@@ -35,7 +35,9 @@ class Services:
     catalog: Any
     #: :class:`kairos.stores.online_features.OnlineFeatures` (typed loosely: importing Feast is slow).
     features: Any
-    ranker: TransparentRanker = field(default_factory=TransparentRanker)
+    #: A :class:`TransparentRanker`, or a :class:`online.bandit.LiveRanker` serving the newest
+    #: published bandit (``KAIROS_RANKER=bandit``).
+    ranker: Any = field(default_factory=TransparentRanker)
     #: Components a resource creates on first use (models, indexes), by name; see :meth:`extra`.
     extras: dict[str, Any] = field(default_factory=dict)
 
@@ -62,18 +64,33 @@ class Services:
             event_store=open_event_store(settings),
             catalog=LastKnownCatalog(open_catalog(settings)),
             features=LastKnownFeatures(OnlineFeatures(settings)),
+            ranker=start_ranker(settings),
         )
 
     def close(self) -> None:
         # Each store closes the connection of the calling thread; worker-thread connections go with
         # the process, which is what SQLite expects.
-        for store in (self.event_store, self.catalog, *self.extras.values()):
+        for store in (self.event_store, self.catalog, self.ranker, *self.extras.values()):
             if not hasattr(store, "close"):
                 continue
             try:
                 store.close()
             except Exception:  # closing must never hide the reason the app is stopping
                 log.warning("closing %s failed", type(store).__name__, exc_info=True)
+
+
+def start_ranker(settings: Settings) -> Any:
+    """The transparent ranker, or the live bandit: the newest version the flow published, picked
+    up by a background watcher without restart or blocking (the transparent ranker serves until
+    the bandit has learned from ``KAIROS_BANDIT_MIN_EXAMPLES`` impressions)."""
+    if settings.ranker != "bandit":
+        return TransparentRanker()
+    from online.bandit import LiveRanker
+    from online.model_state import ModelWatcher, open_model_state, prepare_bandit
+
+    watcher = ModelWatcher(open_model_state(settings), "bandit", interval_s=settings.model_poll_interval_s,
+                           prepare=prepare_bandit)
+    return LiveRanker(watcher, min_examples=settings.bandit_min_examples)
 
 
 def get_services(request: Request) -> Services:

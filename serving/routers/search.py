@@ -45,6 +45,7 @@ from online.transparent_ranker import Candidate, RankContext, ScoredItem, Transp
 from online.user_embeddings import cosine, open_user_embedding_store
 from serving.deps import Services, ServicesDep
 from serving.errors import ApiError
+from serving.impressions import log_impressions
 from serving.schemas import (
     ERROR_RESPONSES,
     USER_ID_PATTERN,
@@ -272,7 +273,7 @@ def run_search(
     recorded = None
     if user_id is not None:
         recorded = _record(services, source, user_id, text, lat, lon, at)
-    return SearchResponse(
+    response = SearchResponse(
         request_id=uuid.uuid4().hex,
         query=text,
         source=source,
@@ -288,6 +289,9 @@ def run_search(
         recorded=recorded,
         items=results[:limit],
     )
+    if user_id is not None:
+        log_impressions(services, response, user, user_id=user_id, source="search")
+    return response
 
 
 def _zone(tz_name: str | None, lon: float) -> Any:

@@ -13,6 +13,7 @@ from fastapi import APIRouter, Path, Query
 from kairos.config import Settings
 from serving.deps import ServicesDep
 from serving.errors import ApiError
+from serving.impressions import log_impressions
 from serving.schemas import (
     ERROR_RESPONSES,
     USER_ID_PATTERN,
@@ -82,6 +83,7 @@ def get_suggestions(
     response = build_suggestions(
         services, user_id, lat, lon, at or datetime.now(UTC), radius, limit, user, widen=radius_km is None
     )
+    log_impressions(services, response, user)
     # Store down: the last known row (or a cold start) was used; say so.
     return response.model_copy(update={"degraded": True}) if store_down else response
 
@@ -122,6 +124,7 @@ def post_location(
     response = build_suggestions(
         services, user_id, body.lat, body.lon, ts, radius, limit, user, widen=radius_km is None
     )
+    log_impressions(services, response, user)
     return LocationSuggestionsResponse(
         **response.model_dump(exclude={"degraded"}),
         degraded=response.degraded or degraded,
