@@ -20,6 +20,7 @@ from flows.attribution import (
     is_attribution_event,
 )
 from flows.keyed_state import keyed_fold
+from flows.learners import UserLearnersSink, is_learner_event
 from flows.sinks import CatalogSink, DeadLetterSink, FeatureRow, OfflineLogSink, OnlineFeatureSink
 from flows.source import EventStoreSource
 from flows.steps import (
@@ -108,6 +109,12 @@ def build_flow(settings: Settings, follow: bool = False, flow_id: str = "kairos_
     examples = op.key_rm("examples_unkeyed", examples)
     op.output("bandit_learner", op.key_on("to_learner", examples, lambda e: "bandit"),
               LearnerSink(settings, "bandit", publish_interval_s=settings.model_publish_interval_s))
+
+    if settings.learners:
+        # Next intent and taste embeddings learn from every user event, in one partition.
+        learner_events = op.filter("learner_events", events, is_learner_event)
+        op.output("user_learners", op.key_on("to_user_learners", learner_events, lambda e: "learners"),
+                  UserLearnersSink(settings))
 
     users = op.key_on("by_user", op.filter("user_events", events, is_user_feature_event), lambda e: e.actor_id)
     user_rows = keyed_fold("user_activity", users, UserActivityState, partial(_user_activity, params))

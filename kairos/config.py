@@ -92,6 +92,8 @@ class Settings:
     media_max_image_mb: float = 10.0
     media_max_video_mb: float = 200.0
 
+    #: Run the per-user learners (next intent, taste embeddings) inside the feature flow.
+    learners: bool = True
     #: Search: how often the item index picks up catalog changes, and its H3 bucket resolution.
     search_refresh_s: float = 1.0
     search_bucket_resolution: int = 7

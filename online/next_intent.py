@@ -411,6 +411,10 @@ def intent_hint(probabilities: Mapping[str, float], min_probability: float = 0.3
     return f"you may want {INTENT_NOUNS.get(category, category)} now"
 
 
+#: Name the flow publishes the learner under (model state) and the API watches.
+INTENT_MODEL = "next_intent"
+
+
 @dataclass
 class IntentLearner:
     """One :class:`NextIntent` model plus every user's :class:`IntentHistory`, fed canonical events.

@@ -126,8 +126,19 @@ class SuggestionsResponse(BaseModel):
     items: list[SuggestionItem]
 
 
+class IntentOut(BaseModel):
+    category: str
+    probability: float
+
+
 class LocationSuggestionsResponse(SuggestionsResponse):
     event_position: str = Field(description="position of the recorded ping in the event store")
+    intent: list[IntentOut] = Field(
+        default_factory=list, description="next-intent model: the most likely next categories here and now"
+    )
+    you_may_want: str | None = Field(
+        None, description='a hint when one category is likely enough, e.g. "you may want a spa now"'
+    )
 
 
 class ErrorDetail(BaseModel):

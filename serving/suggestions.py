@@ -71,6 +71,7 @@ def build_suggestions(
     limit: int,
     user: Mapping[str, Any] | None,
     widen: bool = False,
+    prefer: str | None = None,
 ) -> SuggestionsResponse:
     """Rank what is open (or about to start) near ``(lat, lon)`` at ``at`` for the user.
 
@@ -84,7 +85,8 @@ def build_suggestions(
     at = at.astimezone(UTC)
     settings = services.settings
     items, degraded = with_fallback(lambda: candidate_items(services, lat, lon, radius_km, at), [], "catalog")
-    favourite = favourite_category(user)
+    # The predicted intent (on a location change) outranks the long-run favourite: pre-fetch it.
+    favourite = prefer or favourite_category(user)
     widened_for = None
     if widen and favourite is not None and not _has_open(items, favourite, at):
         cap = min(settings.max_radius_km, radius_km * WIDEN_FACTOR)

@@ -5,19 +5,23 @@ from __future__ import annotations
 import logging
 import math
 import uuid
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query
 
 from kairos.config import Settings
-from serving.deps import ServicesDep
+from kairos.geo import cell_of
+from online.next_intent import INTENT_MODEL, intent_hint, top_k
+from serving.deps import Services, ServicesDep
 from serving.errors import ApiError
 from serving.impressions import log_impressions
 from serving.schemas import (
     ERROR_RESPONSES,
     USER_ID_PATTERN,
     FiniteFloat,
+    IntentOut,
     IsoTime,
     Latitude,
     LocationIn,
@@ -25,7 +29,7 @@ from serving.schemas import (
     Longitude,
     SuggestionsResponse,
 )
-from serving.suggestions import build_suggestions, read_user, with_fallback
+from serving.suggestions import build_suggestions, is_travelling, read_user, with_fallback
 
 log = logging.getLogger(__name__)
 
@@ -121,15 +125,42 @@ def post_location(
     # Suggestions are computed here and now rather than after the flow catches up: the user is
     # looking at the screen. A new user is fine (cold start); an unreadable row degrades.
     user, degraded = with_fallback(lambda: read_user(services, user_id), None, "user_activity")
+    intent = predict_intent(services, user_id, ts, body.lat, body.lon, user)
+    hint = intent_hint(intent, services.settings.intent_min_probability) if intent else None
+    prefer = top_k(intent, 1)[0] if hint else None
     response = build_suggestions(
-        services, user_id, body.lat, body.lon, ts, radius, limit, user, widen=radius_km is None
+        services, user_id, body.lat, body.lon, ts, radius, limit, user, widen=radius_km is None, prefer=prefer
     )
     log_impressions(services, response, user)
     return LocationSuggestionsResponse(
         **response.model_dump(exclude={"degraded"}),
         degraded=response.degraded or degraded,
         event_position=position,
+        intent=[IntentOut(category=c, probability=round(intent[c], 4)) for c in top_k(intent, 3)],
+        you_may_want=hint,
     )
+
+
+def predict_intent(
+    services: Services, user_id: str, at: datetime, lat: float, lon: float, user: Mapping[str, Any] | None
+) -> dict[str, float]:
+    """Next-category probabilities from the newest published intent model ({} before there is one)."""
+    from online.model_state import ModelWatcher, open_model_state
+
+    watcher = services.extra(
+        "intent_watcher",
+        lambda s: ModelWatcher(open_model_state(s.settings), INTENT_MODEL, interval_s=s.settings.model_poll_interval_s),
+    )
+    learner = watcher.current()
+    if learner is None:
+        return {}
+    try:
+        travelling = is_travelling(user, lat, lon, services.settings.travel_km)
+        return learner.predict(user_id, at, lon=lon, cell=cell_of(lat, lon, services.settings.h3_resolution),
+                               travelling=travelling)
+    except Exception:  # a model that cannot answer must not cost the user their suggestions
+        log.warning("next-intent prediction failed for %s", user_id, exc_info=True)
+        return {}
 
 
 def _radius(radius_km: float | None, settings: Settings) -> float:
