@@ -16,6 +16,7 @@ from typing import Any
 
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
+from flows.sinks import with_backoff
 from kairos import geo
 from kairos.schema import Event
 from online.next_intent import INTENT_MODEL
@@ -75,8 +76,14 @@ class UserLearnersPartition(StatefulSinkPartition[Event, bytes]):
         return self._encoder.encode(texts)
 
     def _item_text(self, item_id: str) -> str | None:
-        item = self.catalog.get(item_id)
+        item = with_backoff(lambda: self.catalog.get(item_id), "catalog read")
         return item.text if item is not None else None
+
+    def _publish(self) -> None:
+        try:
+            self.publisher.flush(self.intent)
+        except Exception:  # a store outage must not stop learning: published again on the next batch
+            log.warning("publishing %s failed; will retry", INTENT_MODEL, exc_info=True)
 
     def write_batch(self, items: list[Event]) -> None:
         from online.user_embeddings import learn_events
@@ -88,19 +95,20 @@ class UserLearnersPartition(StatefulSinkPartition[Event, bytes]):
                 self.publisher.changed()
             learn_events(self.embeddings, events, self._encode, item_text=self._item_text)
             dirty = self.embeddings.pop_dirty()
-            self.publisher.maybe_publish(self.intent)
+            if self.publisher.clock() - self.publisher.last_publish >= self.publisher.interval_s:
+                self._publish()
         if dirty:
-            self.store.write_batch(dirty)
+            with_backoff(lambda: self.store.write_batch(dirty), "user embeddings write")
 
     def snapshot(self) -> bytes:
         with self.lock:
-            self.publisher.flush(self.intent)
+            self._publish()
             return pickle.dumps({"intent": self.intent, "embeddings": self.embeddings, "homes": self.homes},
                                 protocol=pickle.HIGHEST_PROTOCOL)
 
     def close(self) -> None:
         with self.lock:
-            self.publisher.flush(self.intent)
+            self._publish()
 
 
 class UserLearnersSink(FixedPartitionedSink[Event, bytes]):
