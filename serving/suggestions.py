@@ -38,6 +38,8 @@ T = TypeVar("T")
 
 #: Events that have not started yet are suggested when they start within this horizon.
 UPCOMING_HORIZON = timedelta(hours=6)
+#: The item_stats fields ranking uses (popularity); reading all twenty would cost a few times more.
+ITEM_STATS_FIELDS = ("view_count_24h", "click_count_24h", "ctr_24h")
 #: A default radius may grow to this multiple to reach the user's favourite category.
 WIDEN_FACTOR = 4.0
 #: A category is a "favourite" worth widening for when it holds this share of the user's affinity.
@@ -101,8 +103,8 @@ def build_suggestions(
                 break
 
     keys = [{"item_id": i.item_id} for i in items]
-    rows, failed = with_fallback(lambda: services.features.read("item_stats", keys), [None] * len(keys),
-                                 "item_stats")
+    rows, failed = with_fallback(lambda: services.features.read("item_stats", keys, ITEM_STATS_FIELDS),
+                                 [None] * len(keys), "item_stats")
     degraded |= failed
     stats: dict[str, Mapping[str, Any]] = {row["item_id"]: row for row in rows if row is not None}
 
@@ -210,8 +212,8 @@ def area_median_prices(
     if not keys:
         return {}, False
     entity_rows = [{"cell": cell, "category": cat} for cell, cat in keys]
-    rows, degraded = with_fallback(lambda: services.features.read("cell_supply", entity_rows), [None] * len(keys),
-                                   "cell_supply")
+    rows, degraded = with_fallback(lambda: services.features.read("cell_supply", entity_rows, ("median_price",)),
+                                   [None] * len(keys), "cell_supply")
     out: dict[tuple[str, str], float] = {}
     for (cell, category), row in zip(keys, rows, strict=True):
         median = row.get("median_price") if row else None

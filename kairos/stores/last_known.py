@@ -74,12 +74,13 @@ class LastKnownFeatures:
         self.cache = _Lru(size)
         self.breaker = _Breaker(retry_after_s)
 
-    def read(self, view: str, keys: list[dict[str, str]]) -> list[dict[str, Any] | None]:
+    def read(self, view: str, keys: list[dict[str, str]],
+             fields: tuple[str, ...] | None = None) -> list[dict[str, Any] | None]:
         def cache_key(key: dict[str, str]) -> tuple[Any, ...]:
-            return (view, *sorted(key.items()))
+            return (view, fields, *sorted(key.items()))
 
         def fetch() -> list[dict[str, Any] | None]:
-            rows = self.features.read(view, keys)
+            rows = self.features.read(view, keys, fields) if fields else self.features.read(view, keys)
             for key, row in zip(keys, rows, strict=True):
                 if row is not None:
                     self.cache.put(cache_key(key), row)

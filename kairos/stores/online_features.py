@@ -98,17 +98,23 @@ class OnlineFeatures:
             self._views[view] = self.store.get_feature_view(view)
         return self._views[view]
 
-    def read(self, view: str, keys: list[dict[str, str]]) -> list[dict[str, Any] | None]:
-        """Rows for the given entity keys, ``None`` where the store holds nothing for a key."""
+    def read(self, view: str, keys: list[dict[str, str]],
+             fields: tuple[str, ...] | None = None) -> list[dict[str, Any] | None]:
+        """Rows for the given entity keys, ``None`` where the store holds nothing for a key.
+
+        ``fields`` limits the read to those fields (plus ``as_of``): a hot path that needs two
+        counts of fifty items should not fetch and decode twenty fields of each.
+        """
         if not keys:
             return []
         spec = VIEWS[view]
+        names = spec.field_names if fields is None else [*dict.fromkeys([*fields, "as_of"])]
         response = self.store.get_online_features(
-            features=[f"{view}:{name}" for name in spec.field_names], entity_rows=keys
+            features=[f"{view}:{name}" for name in names], entity_rows=keys
         ).to_dict()
         out: list[dict[str, Any] | None] = []
         for i in range(len(keys)):
-            row = {name: _clean(response[name][i]) for name in spec.field_names}
+            row = {name: _clean(response[name][i]) for name in names}
             out.append(None if row.get("as_of") is None else {**keys[i], **row})
         return out
 

@@ -1,0 +1,156 @@
+"""``kairos bench serve``: latency of GET suggestions under concurrent clients (Redis profile),
+beside a bare Feast ``get_online_features`` for the same users, measured in the same run."""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _percentiles(latencies: list[float]) -> dict[str, float]:
+    ordered = sorted(latencies)
+
+    def q(p: float) -> float:
+        return ordered[min(len(ordered) - 1, round(p * (len(ordered) - 1)))] * 1000
+
+    return {"requests": len(ordered), "p50_ms": round(q(0.5), 2), "p90_ms": round(q(0.9), 2),
+            "p99_ms": round(q(0.99), 2), "per_s": 0.0}
+
+
+def closed_loop(clients: int, seconds: float, call: Any) -> dict[str, float]:
+    """``clients`` threads calling ``call(rng)`` back to back for ``seconds``."""
+    latencies: list[float] = []
+    errors = 0
+    lock = threading.Lock()
+    stop = time.monotonic() + seconds
+
+    def run(seed: int) -> None:
+        nonlocal errors
+        rng = random.Random(seed)
+        mine, failed = [], 0
+        while time.monotonic() < stop:
+            started = time.perf_counter()
+            ok = call(rng)
+            mine.append(time.perf_counter() - started)
+            failed += 0 if ok else 1
+        with lock:
+            latencies.extend(mine)
+            errors += failed
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(clients)]
+    began = time.monotonic()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    result = _percentiles(latencies)
+    result["per_s"] = round(len(latencies) / (time.monotonic() - began), 1)
+    result["errors"] = errors
+    return result
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("serve")
+    def bench_serve(
+        clients: Annotated[int, typer.Option(help="Concurrent clients.")] = 16,
+        seconds: Annotated[float, typer.Option(help="Measured seconds per target.")] = 20.0,
+        workers: Annotated[int, typer.Option(help="API worker processes.")] = 2,
+        users: Annotated[int, typer.Option(help="Simulated users.")] = 200,
+        redis_url: Annotated[str, typer.Option(help="Redis (a DB it may flush).")] = "127.0.0.1:6379,db=9",
+        as_json: Annotated[bool, typer.Option("--json", help="Print JSON (the default output).")] = True,
+    ) -> None:
+        """p50/p99 of GET /v1/users/{id}/suggestions beside a bare Feast read, same users, same run."""
+        from datetime import UTC, datetime
+
+        import httpx
+
+        from flows.runner import run_flow
+        from kairos.bench import emit
+        from kairos.config import Settings
+        from kairos.simulate import SimConfig, simulate
+        from kairos.stores.event_store import open_event_store
+        from kairos.stores.online_features import OnlineFeatures
+        from kairos.stores.redis_conn import redis_client
+
+        home = Path(tempfile.mkdtemp(prefix="kairos-bench-serve-"))
+        project = f"serve_{int(time.time())}"
+        settings = Settings(home=home, profile="redis", redis_url=redis_url, feast_project=project,
+                            recovery=False, learners=False)
+        redis_client(redis_url).flushdb()
+        port = _free_port()
+        api = None
+        try:
+            print("simulating and streaming a day …", file=sys.stderr)
+            simulate(open_event_store(settings), SimConfig(seed=7, days=1, n_users=users), settings.sim_dir)
+            run_flow(settings, progress=False)
+            features = OnlineFeatures(settings, apply=False)
+            user_ids = [f"u{i:04d}" for i in range(1, users + 1)]
+            known = [u for u, row in zip(user_ids, features.read("user_activity", [{"user_id": u} for u in user_ids]),
+                                         strict=True) if row is not None and row.get("last_lat") is not None]
+            env = {**os.environ, "KAIROS_HOME": str(home), "KAIROS_PROFILE": "redis", "KAIROS_REDIS_URL": redis_url,
+                   "KAIROS_FEAST_PROJECT": project, "KAIROS_RANKER": "transparent"}
+            api = subprocess.Popen([sys.executable, "-m", "uvicorn", "serving.app:create_app", "--factory",
+                                    "--workers", str(workers), "--port", str(port), "--log-level", "warning"],
+                                   env=env, stderr=subprocess.DEVNULL)
+            base = f"http://127.0.0.1:{port}"
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                try:
+                    if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    time.sleep(0.3)
+            at = datetime.now(UTC).isoformat()
+            client = httpx.Client(base_url=base, timeout=10, limits=httpx.Limits(max_connections=clients * 2))
+
+            def suggest(rng: random.Random) -> bool:
+                return client.get(f"/v1/users/{rng.choice(known)}/suggestions", params={"at": at}).status_code == 200
+
+            for _ in range(3 * clients):  # warm both workers (Feast, caches)
+                suggest(random.Random())
+            fields = [f"user_activity:{f}" for f in ("view_count_24h", "category_affinity", "last_lat", "last_lon",
+                                                     "home_cell", "travelling", "as_of")]
+
+            def bare_feast(rng: random.Random) -> bool:
+                features.store.get_online_features(features=fields, entity_rows=[{"user_id": rng.choice(known)}])
+                return True
+
+            print("measuring the API …", file=sys.stderr)
+            api_result = closed_loop(clients, seconds, suggest)
+            print("measuring bare Feast reads …", file=sys.stderr)
+            feast_result = closed_loop(clients, seconds, bare_feast)
+            emit({
+                "benchmark": "serve",
+                "profile": "redis",
+                "clients": clients,
+                "api_workers": workers,
+                "users": len(known),
+                "suggestions": api_result,
+                "bare_feast_get_online_features": feast_result,
+                "p50_ratio_api_to_feast": round(api_result["p50_ms"] / feast_result["p50_ms"], 2),
+                "p99_ratio_api_to_feast": round(api_result["p99_ms"] / feast_result["p99_ms"], 2),
+                "goal_p99_ms": 25,
+                "cpus": os.cpu_count(),
+            })
+        finally:
+            if api is not None:
+                api.terminate()
+                api.wait(timeout=20)
+            shutil.rmtree(home, ignore_errors=True)
