@@ -74,8 +74,9 @@ def register(app: typer.Typer) -> None:
         try:
             base = root / "base"
             settings = Settings(home=base)
+            print(f"simulating {days} days …", file=sys.stderr)  # stdout carries only the JSON
             summary = simulate(open_event_store(settings), SimConfig(seed=seed, days=days, n_users=users),
-                               settings.sim_dir, progress=True)
+                               settings.sim_dir)
             env = {"KAIROS_PROFILE": profile, "KAIROS_REDIS_URL": redis_url}
             if profile == "redis":
                 from kairos.stores.redis_conn import redis_client
