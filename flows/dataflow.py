@@ -20,7 +20,7 @@ from flows.attribution import (
     is_attribution_event,
 )
 from flows.keyed_state import keyed_fold
-from flows.learners import UserLearnersSink, is_learner_event
+from flows.learners import MarketModelSink, UserLearnersSink, is_learner_event
 from flows.sinks import CatalogSink, DeadLetterSink, FeatureRow, OfflineLogSink, OnlineFeatureSink
 from flows.source import EventStoreSource
 from flows.steps import (
@@ -115,6 +115,8 @@ def build_flow(settings: Settings, follow: bool = False, flow_id: str = "kairos_
         learner_events = op.filter("learner_events", events, is_learner_event)
         op.output("user_learners", op.key_on("to_user_learners", learner_events, lambda e: "learners"),
                   UserLearnersSink(settings))
+        # Demand forecasters and price elasticities of the business side learn from every event.
+        op.output("market_model", op.key_on("to_market_model", events, lambda e: "market"), MarketModelSink(settings))
 
     users = op.key_on("by_user", op.filter("user_events", events, is_user_feature_event), lambda e: e.actor_id)
     user_rows = keyed_fold("user_activity", users, UserActivityState, partial(_user_activity, params))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import pickle
 import threading
+import time
 from collections import Counter
 from typing import Any
 
@@ -125,3 +126,52 @@ class UserLearnersSink(FixedPartitionedSink[Event, bytes]):
 
     def build_part(self, step_id: str, for_part: str, resume_state: bytes | None) -> UserLearnersPartition:
         return UserLearnersPartition(self.settings, pickle.loads(resume_state) if resume_state else None)
+
+
+class MarketModelPartition(StatefulSinkPartition[Event, bytes]):
+    """Folds every event into the business side's market model (demand forecasters, elasticities)
+    and checkpoints it for the API (``$KAIROS_HOME/models/market.pkl``, reloaded on change)."""
+
+    def __init__(self, settings: Any, model: Any) -> None:
+        from online.market_model import market_model_path, new_market_model
+
+        self.model = model or new_market_model(settings)
+        self.path = market_model_path(settings)
+        self.interval_s = max(1.0, settings.model_publish_interval_s * 5)
+        self.saved_at = 0.0
+        self.changed = False
+
+    def write_batch(self, items: list[Event]) -> None:
+        for event in sorted(items, key=lambda e: (e.ts, e.event_id)):
+            self.model.learn_event(event)
+        self.changed = True
+        if time.monotonic() - self.saved_at >= self.interval_s:
+            self._save()
+
+    def _save(self) -> None:
+        if self.changed:
+            self.model.save(self.path)
+            self.saved_at, self.changed = time.monotonic(), False
+
+    def snapshot(self) -> bytes:
+        self._save()
+        return pickle.dumps(self.model, protocol=pickle.HIGHEST_PROTOCOL)
+
+    def close(self) -> None:
+        self._save()
+
+
+class MarketModelSink(FixedPartitionedSink[Event, bytes]):
+    """One partition: one market model learns from every event (route with a constant key)."""
+
+    def __init__(self, settings: Any) -> None:
+        self.settings = settings
+
+    def list_parts(self) -> list[str]:
+        return ["market_model"]
+
+    def part_fn(self, item_key: str) -> int:
+        return 0
+
+    def build_part(self, step_id: str, for_part: str, resume_state: bytes | None) -> MarketModelPartition:
+        return MarketModelPartition(self.settings, pickle.loads(resume_state) if resume_state else None)

@@ -116,6 +116,20 @@ class Settings:
     #: The bandit serves once it has learned from this many impressions.
     bandit_min_examples: int = 100
 
+    #: Business side: H3 resolution of a pricing "area" (-1: one coarser than KAIROS_H3_RESOLUTION),
+    #: how late an hour's counts may still change before they teach the forecaster, how often the
+    #: API rebuilds the market model when the flow has saved none.
+    market_area_resolution: int = -1
+    market_lateness_s: float = 300.0
+    market_rebuild_interval_s: float = 60.0
+    #: Price recommender guardrails: largest change per step, cost floor as a share of the list
+    #: price, largest markup above list, smallest revenue gain worth a change, prior elasticity.
+    pricing_max_step: float = 0.15
+    pricing_floor_ratio: float = 0.7
+    pricing_max_markup: float = 0.25
+    pricing_min_gain: float = 0.01
+    pricing_prior_elasticity: float = -1.5
+
     @classmethod
     def from_env(cls, **overrides: Any) -> Settings:
         values = {f.name: _env_default(f.name, f.default) for f in fields(cls)}

@@ -30,6 +30,11 @@ def test_learners_in_the_flow_and_intent_on_location_change(tmp_path):
     norms = [float(np.linalg.norm(s.total / s.weight)) for s in learned]
     assert all(0.05 < n <= 1.0 + 1e-6 for n in norms)  # decayed averages of unit vectors
 
+    from online.market_model import MarketModel, market_model_path
+
+    market = MarketModel.load(market_model_path(settings))  # checkpointed by the flow for the API
+    assert market.summary()
+
     published = open_model_state(settings).load(INTENT_MODEL)
     assert published is not None
     _, learner = published
