@@ -130,6 +130,11 @@ class Settings:
     pricing_min_gain: float = 0.01
     pricing_prior_elasticity: float = -1.5
 
+    def __post_init__(self) -> None:
+        # An absolute home: stores that resolve paths against their own folders (Feast resolves
+        # the online store path against its repo path) must not nest a relative one twice.
+        object.__setattr__(self, "home", Path(self.home).expanduser().resolve())
+
     @classmethod
     def from_env(cls, **overrides: Any) -> Settings:
         values = {f.name: _env_default(f.name, f.default) for f in fields(cls)}

@@ -39,3 +39,17 @@ def test_redis_url_in_feast_syntax():
         parse_redis_url("redis://localhost:6379/0")
     with pytest.raises(ValueError, match="host:port"):
         parse_redis_url("localhost")
+
+
+def test_a_relative_home_works_for_every_store(tmp_path, monkeypatch):
+    from kairos.stores.online_features import OnlineFeatures
+
+    monkeypatch.chdir(tmp_path)
+    settings = Settings(home="var", feast_project="relative_home")
+    assert settings.home == tmp_path / "var"
+    features = OnlineFeatures(settings)
+    row = {"cell": "c", "category": "spa", "active_items": 1, "median_price": 2.0, "p25_price": 1.0,
+           "mean_discount": None, "as_of": 1.7e9}
+    features.write("cell_supply", [row])
+    assert features.read_one("cell_supply", {"cell": "c", "category": "spa"})["active_items"] == 1
+    assert (tmp_path / "var" / "feast" / "online_store.db").exists()
