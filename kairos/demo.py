@@ -108,6 +108,10 @@ def show(console: Console, title: str, response: dict[str, Any]) -> None:
     if response.get("widened_for"):
         console.print(f"nothing {response['widened_for']} was open within the default radius: "
                       f"searched {response['radius_km']:g} km")
+    if response.get("intent"):
+        likely = ", ".join(f"{i['category']} {i['probability']:.0%}" for i in response["intent"])
+        hint = f" → {response['you_may_want']}" if response.get("you_may_want") else ""
+        console.print(f"next intent here and now: {likely}{hint}")
     if response["items"]:
         top = response["items"][0]
         parts = ", ".join(f"{k} {v:.2f}" for k, v in top["score_parts"].items())
