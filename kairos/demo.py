@@ -19,10 +19,10 @@ from kairos.config import Settings
 CITY_CENTERS = {"new-york": (40.7306, -73.9866), "mumbai": (19.0760, 72.8777)}
 #: Where the traveller's phone reports its first location: Midtown Manhattan.
 ARRIVAL_POINT = (40.7549, -73.9840)
-_DEMO_FILES = ("events.sqlite", "events.sqlite-wal", "events.sqlite-shm", "deadletters.sqlite",
-               "deadletters.sqlite-wal", "deadletters.sqlite-shm", "catalog.sqlite", "catalog.sqlite-wal",
-               "catalog.sqlite-shm")
-_DEMO_DIRS = ("offline", "feast", "sim", "recovery")
+_DEMO_FILES = tuple(f"{name}.sqlite{suffix}" for name in ("events", "deadletters", "catalog", "moderation",
+                                                          "user_embeddings")
+                    for suffix in ("", "-wal", "-shm"))
+_DEMO_DIRS = ("offline", "feast", "sim", "recovery", "models")
 
 
 def reset_home(settings: Settings) -> None:
