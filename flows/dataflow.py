@@ -82,41 +82,24 @@ def collections_to_read(settings: Settings, mappings: dict[str, Any]) -> list[st
         store.close()
 
 
-def build_flow(settings: Settings, follow: bool = False, flow_id: str = "kairos_features") -> Dataflow:
+def decoded_events(flow: Dataflow, settings: Settings, follow: bool, record_dead_letters: bool = True) -> Any:
+    """Source → decode; dead letters to their log; returns the stream of canonical events."""
     mappings = load_mappings(settings.collections_file or None)
-    # Register the feature views before any worker writes a row (idempotent).
-    OnlineFeatures(settings)
-    params = FeatureParams.from_settings(settings)
-    flow = Dataflow(flow_id)
-
     records = op.input("event_store", flow, EventStoreSource(settings, collections_to_read(settings, mappings),
                                                             follow=follow, batch_size=settings.source_batch_size))
     decoded = op.map("decode", records, partial(decode_record, mappings=mappings,
                                                 h3_resolution=settings.h3_resolution))
     split = op.branch("valid_or_dead", decoded, lambda x: isinstance(x, Event))
-    op.output("deadletters", split.falses, DeadLetterSink(settings))
-    events = split.trues
+    if record_dead_letters:
+        op.output("deadletters", split.falses, DeadLetterSink(settings))
+    return split.trues
+
+
+def add_feature_steps(events: Any, settings: Settings) -> None:
+    """Keyed event-time features → Feast online store, offline log and catalog."""
+    params = FeatureParams.from_settings(settings)
     op.output("offline_events", op.key_on("by_event_id", events, lambda e: e.event_id),
               OfflineLogSink(settings, "events"))
-
-    # Impressions joined with later feedback (event time) into labelled examples for the bandit.
-    attribution = AttributionParams.from_settings(settings)
-    feedback = op.key_on("by_attribution_shard", op.filter("attribution_events", events, is_attribution_event),
-                         partial(attribution_key, shards=attribution.shards))
-    examples = op.flat_map_value("labelled_examples",
-                                 op.stateful_map("attribution", feedback, partial(attribution_step, attribution)),
-                                 lambda xs: xs)
-    examples = op.key_rm("examples_unkeyed", examples)
-    op.output("bandit_learner", op.key_on("to_learner", examples, lambda e: "bandit"),
-              LearnerSink(settings, "bandit", publish_interval_s=settings.model_publish_interval_s))
-
-    if settings.learners:
-        # Next intent and taste embeddings learn from every user event, in one partition.
-        learner_events = op.filter("learner_events", events, is_learner_event)
-        op.output("user_learners", op.key_on("to_user_learners", learner_events, lambda e: "learners"),
-                  UserLearnersSink(settings))
-        # Demand forecasters and price elasticities of the business side learn from every event.
-        op.output("market_model", op.key_on("to_market_model", events, lambda e: "market"), MarketModelSink(settings))
 
     users = op.key_on("by_user", op.filter("user_events", events, is_user_feature_event), lambda e: e.actor_id)
     user_rows = keyed_fold("user_activity", users, UserActivityState, partial(_user_activity, params))
@@ -140,6 +123,47 @@ def build_flow(settings: Settings, follow: bool = False, flow_id: str = "kairos_
                     op.key_rm("d", demand_rows))
     op.output("online_features", rows, OnlineFeatureSink(settings))
     op.output("offline_features", op.key_on("by_row_key", rows, row_key), OfflineLogSink(settings, "features"))
+
+
+def add_attribution_steps(events: Any, settings: Settings) -> None:
+    """Impressions joined with later feedback (event time) into labelled examples for the bandit."""
+    attribution = AttributionParams.from_settings(settings)
+    feedback = op.key_on("by_attribution_shard", op.filter("attribution_events", events, is_attribution_event),
+                         partial(attribution_key, shards=attribution.shards))
+    examples = op.flat_map_value("labelled_examples",
+                                 op.stateful_map("attribution", feedback, partial(attribution_step, attribution)),
+                                 lambda xs: xs)
+    examples = op.key_rm("examples_unkeyed", examples)
+    op.output("bandit_learner", op.key_on("to_learner", examples, lambda e: "bandit"),
+              LearnerSink(settings, "bandit", publish_interval_s=settings.model_publish_interval_s))
+
+
+def add_learner_steps(events: Any, settings: Settings) -> None:
+    """Next intent and taste embeddings (every user event), and the market model (every event):
+    one partition each, since each is one model learning from everyone."""
+    learner_events = op.filter("learner_events", events, is_learner_event)
+    op.output("user_learners", op.key_on("to_user_learners", learner_events, lambda e: "learners"),
+              UserLearnersSink(settings))
+    op.output("market_model", op.key_on("to_market_model", events, lambda e: "market"), MarketModelSink(settings))
+
+
+def build_flow(settings: Settings, follow: bool = False, flow_id: str = "kairos_features") -> Dataflow:
+    """The whole flow: features, attribution and (unless ``KAIROS_LEARNERS=0``) the learners."""
+    OnlineFeatures(settings)  # register the feature views before any worker writes a row (idempotent)
+    flow = Dataflow(flow_id)
+    events = decoded_events(flow, settings, follow)
+    add_attribution_steps(events, settings)
+    if settings.learners:
+        add_learner_steps(events, settings)
+    add_feature_steps(events, settings)
+    return flow
+
+
+def build_learning_flow(settings: Settings, follow: bool = False) -> Dataflow:
+    """Only the learners, to run apart from a feature flow started with ``KAIROS_LEARNERS=0``: one
+    partition per learner caps a flow's speed, and keeping them apart keeps features fresh."""
+    flow = Dataflow("kairos_learners")
+    add_learner_steps(decoded_events(flow, settings, follow, record_dead_letters=False), settings)
     return flow
 
 
@@ -147,3 +171,8 @@ def flow_from_env(follow: bool = True) -> Dataflow:
     """Entry point for ``python -m bytewax.run "flows.dataflow:flow_from_env()"`` (settings from
     ``KAIROS_*``; ``flow_from_env(follow=False)`` stops when the log is caught up)."""
     return build_flow(Settings.from_env(), follow=follow)
+
+
+def learning_flow_from_env(follow: bool = True) -> Dataflow:
+    """Entry point for ``python -m bytewax.run "flows.dataflow:learning_flow_from_env()"``."""
+    return build_learning_flow(Settings.from_env(), follow=follow)

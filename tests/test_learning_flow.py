@@ -48,3 +48,21 @@ def test_learners_in_the_flow_and_intent_on_location_change(tmp_path):
     assert len(body["intent"]) == 3
     probabilities = [i["probability"] for i in body["intent"]]
     assert probabilities == sorted(probabilities, reverse=True) and 0 < sum(probabilities) <= 1.0 + 1e-6
+
+
+def test_learners_can_run_as_a_flow_of_their_own(tmp_path):
+    from bytewax.testing import run_main
+
+    from flows.dataflow import build_learning_flow
+    from online.market_model import market_model_path
+
+    settings = Settings(home=tmp_path, feast_project="learning_apart", learners=False, recovery=False)
+    simulate(open_event_store(settings), SimConfig(seed=4, days=1, n_users=40, n_businesses=20), settings.sim_dir)
+    run_flow(settings, progress=False)
+    assert open_model_state(settings).load(INTENT_MODEL) is None  # the feature flow learned nothing
+    assert not market_model_path(settings).exists()
+
+    run_main(build_learning_flow(settings))
+    assert open_model_state(settings).load(INTENT_MODEL) is not None
+    assert market_model_path(settings).exists()
+    assert any(s is not None for s in open_user_embedding_store(settings).read([f"u{i:04d}" for i in range(1, 41)]))
