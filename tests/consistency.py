@@ -6,8 +6,6 @@ import json
 import math
 from typing import Any
 
-import pandas as pd
-
 from kairos.config import Settings
 from kairos.features import VIEWS
 from kairos.stores.offline_log import OfflineLog
@@ -80,4 +78,4 @@ def event_count(settings: Settings) -> int:
     return len(OfflineLog(settings.offline_dir).read_events())
 
 
-__all__ = ["check_consistency", "event_count", "pd"]
+__all__ = ["check_consistency", "event_count", "same"]
