@@ -294,6 +294,12 @@ def _dead_letter(record: SourceRecord, reason: str) -> DeadLetter:
 
 def _document_text(document: Any) -> str:
     try:
+        # Most documents are plain JSON already: the C encoder alone is the cheap path, which
+        # matters when a flood of bad documents arrives.
+        return json.dumps(document, ensure_ascii=False, allow_nan=False)
+    except Exception:  # noqa: BLE001 - dates, NaN, odd types: made safe below
+        pass
+    try:
         return json.dumps(_json_safe(document), ensure_ascii=False, allow_nan=False)
     except Exception:  # noqa: BLE001
         try:

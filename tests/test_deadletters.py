@@ -36,7 +36,7 @@ def checkin(i: int) -> dict:
 
 
 def ping(i: int) -> dict:
-    return {"_id": f"p{i}", "user_id": f"u{i % 50}", "lat": 40.7 + (i % 100) * 1e-3, "lon": -73.98,
+    return {"_id": f"p{i}", "user_id": f"u{i % 2000}", "lat": 40.7 + (i % 100) * 1e-3, "lon": -73.98,
             "ts": (T0 + timedelta(seconds=i)).isoformat()}
 
 
@@ -114,27 +114,35 @@ def test_cli_lists_and_replays(tmp_path):
 
 
 def test_a_flood_of_bad_documents_keeps_good_ones_flowing_and_accounts_for_every_one(tmp_path):
-    good = [ping(i) for i in range(4000)]
-    clean = Settings(home=tmp_path / "clean", feast_project="flood_clean", recovery=False)
-    open_event_store(clean).append("pings", good)
-    baseline = run_flow(clean, progress=False)
-
-    flooded = Settings(home=tmp_path / "flooded", feast_project="flood_bad", recovery=False)
-    store = open_event_store(flooded)
+    n = 5_000  # enough that processing, not start-up noise, is what is timed (2,000 users, as in real traffic)
+    good = [ping(i) for i in range(n)]
     bad_kinds = [{"_id": "x", "user_id": "u1", "lat": "north", "lon": 1, "ts": T0.isoformat()},
                  {"_id": "y", "user_id": "u1", "lat": 1, "lon": 1},
                  {"_id": "z", "user_id": "u1", "lat": 1, "lon": 1, "ts": "yesterday-ish"},
                  "not even an object"]
-    for i in range(0, len(good), 500):
-        store.append("pings", good[i:i + 500])
-        store.append("pings", [{**bad_kinds[j % 3], "_id": f"bad{i}-{j}"} for j in range(500)])
-    store.append("pings", [{"wrapped": bad_kinds[3]}] * 10)
-    report = run_flow(flooded, progress=False)
 
-    letters = SqliteDeadLetters(flooded.deadletter_path)
-    assert letters.count() == 4000 + 10  # every bad one accounted for, with a reason
-    assert len(OfflineLog(flooded.offline_dir).read_events()) == 4000  # and every good one processed
-    good_rate_clean = 4000 / baseline.seconds
-    good_rate_flooded = 4000 / report.seconds
+    def clean_run(k: int):
+        settings = Settings(home=tmp_path / f"clean{k}", feast_project=f"flood_clean{k}", recovery=False)
+        open_event_store(settings).append("pings", good)
+        return settings, run_flow(settings, progress=False)
+
+    def flooded_run(k: int):
+        settings = Settings(home=tmp_path / f"flooded{k}", feast_project=f"flood_bad{k}", recovery=False)
+        store = open_event_store(settings)
+        for i in range(0, len(good), 500):  # as many bad documents as good ones, interleaved
+            store.append("pings", good[i:i + 500])
+            store.append("pings", [{**bad_kinds[j % 3], "_id": f"bad{i}-{j}"} for j in range(500)])
+        store.append("pings", [{"wrapped": bad_kinds[3]}] * 10)
+        return settings, run_flow(settings, progress=False)
+
+    # Best of three, side by side: timing noise only ever adds time, so the minimum is the measure.
+    clean = [clean_run(k) for k in range(3)]
+    flooded = [flooded_run(k) for k in range(3)]
+    for settings, _ in flooded:
+        letters = SqliteDeadLetters(settings.deadletter_path)
+        assert letters.count() == n + 10  # every bad one accounted for, with a reason
+        assert len(OfflineLog(settings.offline_dir).read_events()) == n  # and every good one processed
+    good_rate_clean = n / min(report.seconds for _, report in clean)
+    good_rate_flooded = n / min(report.seconds for _, report in flooded)
     print(f"good documents per second: clean {good_rate_clean:.0f}, flooded {good_rate_flooded:.0f}")
     assert good_rate_flooded >= 0.5 * good_rate_clean, (good_rate_flooded, good_rate_clean)
