@@ -37,7 +37,6 @@ from typing import Any
 import numpy as np
 from river import base
 
-from kairos.geo import haversine_km, travel_minutes
 from kairos.schema import CATEGORIES
 from online.transparent_ranker import (
     PARTS,
@@ -45,9 +44,6 @@ from online.transparent_ranker import (
     RankContext,
     ScoredItem,
     TransparentRanker,
-    area_price,
-    interest_share,
-    price_vs_area,
 )
 
 #: How ranking explores: sample the posterior, add an optimism bonus, flip a coin, or not at all.
@@ -388,18 +384,7 @@ def compute_parts(
 ) -> tuple[dict[str, float], float, float]:
     """(parts, distance km, travel minutes) exactly as :meth:`TransparentRanker.score_one` has them,
     without writing the reason (only returned items need one)."""
-    distance = haversine_km(context.lat, context.lon, item.lat, item.lon)
-    minutes = travel_minutes(distance)
-    parts = {
-        "interest": interest_share(context.category_affinity, item.category),
-        "distance": math.exp(-distance / explainer.distance_scale_km),
-        "travel_time": math.exp(-minutes / explainer.travel_scale_min),
-        "timing": explainer.timing(item, context.at_ts, minutes),
-        "discount": item.discount,
-        "price_vs_area": price_vs_area(item.price, area_price(context, item)),
-        "popularity": explainer.popularity(item),
-    }
-    return parts, distance, minutes
+    return explainer.parts_of(context, item)
 
 
 # ------------------------------------------------------------------------------------ ranker

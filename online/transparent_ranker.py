@@ -293,8 +293,8 @@ class TransparentRanker:
 
     # -- scoring -------------------------------------------------------------------------------
 
-    def score_one(self, context: RankContext, item: Candidate) -> ScoredItem:
-        """Score one item for the context: total, parts, contributions and reason."""
+    def parts_of(self, context: RankContext, item: Candidate) -> tuple[dict[str, float], float, float]:
+        """(score parts, distance km, travel minutes) of one item: what every ranker scores from."""
         distance = haversine_km(context.lat, context.lon, item.lat, item.lon)
         minutes = travel_minutes(distance)
         parts = {
@@ -306,6 +306,11 @@ class TransparentRanker:
             "price_vs_area": price_vs_area(item.price, area_price(context, item)),
             "popularity": self.popularity(item),
         }
+        return parts, distance, minutes
+
+    def score_one(self, context: RankContext, item: Candidate) -> ScoredItem:
+        """Score one item for the context: total, parts, contributions and reason."""
+        parts, distance, minutes = self.parts_of(context, item)
         price_weight = sensitivity_multiplier(context.discount_sensitivity)
         contributions = {
             name: self.weights[name]
