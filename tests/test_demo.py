@@ -2,20 +2,13 @@
 
 from __future__ import annotations
 
-import socket
-
 from rich.console import Console
 from typer.testing import CliRunner
 
 from kairos.cli import app
 from kairos.config import Settings
 from kairos.demo import run_demo
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from kairos.net import free_port
 
 
 def test_demo_prints_resident_and_traveller_suggestions(tmp_path):

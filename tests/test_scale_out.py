@@ -12,13 +12,13 @@ import pytest
 from flows.runner import run_flow
 from kairos.config import Settings
 from kairos.features import VIEWS
+from kairos.net import free_port
 from kairos.simulate import SimConfig, simulate
 from kairos.stores.catalog import open_catalog
 from kairos.stores.event_store import open_event_store
 from kairos.stores.offline_log import OfflineLog
 from kairos.stores.online_features import OnlineFeatures
 from tests.consistency import check_consistency, same
-from tests.redis_server import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 SIM = SimConfig(seed=17, days=1, n_users=80, n_businesses=30)

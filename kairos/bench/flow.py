@@ -14,16 +14,12 @@ from typing import Annotated, Any
 
 import typer
 
+from kairos.net import free_port
+
 FULL = "flows.dataflow:flow_from_env(follow=False)"
 PASSTHROUGH = "flows.passthrough:passthrough_from_env()"
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def run_variant(base: Path, root: Path, name: str, flow: str, processes: int, env_extra: dict[str, str]) -> float:
@@ -42,7 +38,7 @@ def run_variant(base: Path, root: Path, name: str, flow: str, processes: int, en
     if processes == 1:
         procs = [subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True)]
     else:
-        addresses = ";".join(f"127.0.0.1:{_free_port()}" for _ in range(processes))
+        addresses = ";".join(f"127.0.0.1:{free_port()}" for _ in range(processes))
         procs = [subprocess.Popen([*cmd, "-i", str(i), "-a", addresses], env=env, stderr=subprocess.PIPE, text=True)
                  for i in range(processes)]
     for proc in procs:

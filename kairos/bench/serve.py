@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import random
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -17,11 +16,7 @@ from typing import Annotated, Any
 
 import typer
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from kairos.net import free_port
 
 
 def _percentiles(latencies: list[float]) -> dict[str, float]:
@@ -94,7 +89,7 @@ def register(app: typer.Typer) -> None:
         settings = Settings(home=home, profile="redis", redis_url=redis_url, feast_project=project,
                             recovery=False, learners=False)
         redis_client(redis_url).flushdb()
-        port = _free_port()
+        port = free_port()
         api = None
         try:
             print("simulating and streaming a day …", file=sys.stderr)
