@@ -60,6 +60,9 @@ class Settings:
     #: API bind address for ``kairos serve``.
     api_host: str = "127.0.0.1"
     api_port: int = 8000
+    #: Every API route asks for an API key of the right scope (``Authorization: Bearer <key>``).
+    #: Off only for tests and embedded experiments; see ``kairos keys``.
+    auth_required: bool = True
     #: Default search radius of suggestions, and its hard upper bound.
     suggest_radius_km: float = 3.0
     max_radius_km: float = 50.0
