@@ -26,11 +26,14 @@ _LOCATIONS = {"query", "path", "body", "header", "cookie"}
 class ApiError(Exception):
     """An error the API reports on purpose, with its status and a message meant for the client."""
 
-    def __init__(self, status: int, message: str, details: Sequence[dict[str, Any]] | None = None) -> None:
+    def __init__(self, status: int, message: str, details: Sequence[dict[str, Any]] | None = None,
+                 headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.details = list(details) if details else None
+        #: Response headers the status calls for (``WWW-Authenticate`` on 401, ``Retry-After`` on 429).
+        self.headers = headers
 
 
 def error_body(status: int, message: str, details: Sequence[Any] | None = None) -> dict[str, Any]:
@@ -99,7 +102,7 @@ async def _validation_handler(request: Request, exc: RequestValidationError) -> 
 
 
 async def _api_error_handler(request: Request, exc: ApiError) -> JSONResponse:
-    return error_response(exc.status, exc.message, exc.details)
+    return error_response(exc.status, exc.message, exc.details, headers=exc.headers)
 
 
 async def _http_handler(request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -107,7 +107,7 @@ class Env:
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
-    settings = Settings(home=tmp_path_factory.mktemp("kairos_analytics"), feast_project=f"a{uuid.uuid4().hex[:8]}")
+    settings = Settings(home=tmp_path_factory.mktemp("kairos_analytics"), auth_required=False, feast_project=f"a{uuid.uuid4().hex[:8]}")
     events = history()
     OfflineLog(settings.offline_dir).write_events(events[: len(events) // 2])
     OfflineLog(settings.offline_dir).write_events(events[len(events) // 2:])

@@ -156,7 +156,7 @@ class Env:
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     settings = Settings(
-        home=tmp_path_factory.mktemp("kairos_api"), feast_project=f"api{uuid.uuid4().hex[:8]}"
+        home=tmp_path_factory.mktemp("kairos_api"), auth_required=False, feast_project=f"api{uuid.uuid4().hex[:8]}"
     )
     services = Services.start(settings)  # opens Feast once for the whole module
     services.catalog.upsert(CATALOG)
@@ -520,6 +520,9 @@ def test_optional_features_failing_degrades_instead_of_failing(
         return real_read(view, keys)
 
     monkeypatch.setattr(env.services.features, "read", flaky_read)
+    # Read per request: a cached cell would (rightly) still hold features read a moment ago.
+    # tests/test_serve_fast_path.py covers the same failure through the candidate cache.
+    monkeypatch.setattr(env.services, "settings", env.services.settings.with_(suggest_cache_ttl_s=0))
     body = suggestions(env).json()
     assert body["degraded"] is True and body["items"][0]["item_id"] == "spa_zen"
 

@@ -94,7 +94,7 @@ class Env:
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
-    settings = Settings(home=tmp_path_factory.mktemp("kairos_business"), feast_project=f"b{uuid.uuid4().hex[:8]}")
+    settings = Settings(home=tmp_path_factory.mktemp("kairos_business"), auth_required=False, feast_project=f"b{uuid.uuid4().hex[:8]}")
     OfflineLog(settings.offline_dir).write_events(history())
     catalog = SqliteCatalog(settings.catalog_path)
     catalog.upsert(CATALOG)

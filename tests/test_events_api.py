@@ -81,7 +81,7 @@ class Env:
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     from online.embeddings import shared_encoder
 
-    settings = Settings(home=tmp_path_factory.mktemp("kairos_events"))
+    settings = Settings(home=tmp_path_factory.mktemp("kairos_events"), auth_required=False)
     services = Services(settings=settings, event_store=SqliteEventStore(settings.event_log_path),
                         catalog=SqliteCatalog(settings.catalog_path), features=None)
     services.catalog.upsert([spa_item(0, 95.0), spa_item(1, 100.0, 110.0), spa_item(2, 105.0), spa_item(3, 98.0)])

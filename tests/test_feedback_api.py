@@ -81,7 +81,7 @@ class Env:
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
-    settings = Settings(home=tmp_path_factory.mktemp("kairos_feedback"), feast_project=f"fb{uuid.uuid4().hex[:8]}")
+    settings = Settings(home=tmp_path_factory.mktemp("kairos_feedback"), auth_required=False, feast_project=f"fb{uuid.uuid4().hex[:8]}")
     services = Services.start(settings)
     services.catalog.upsert(CATALOG)
     with TestClient(create_app(services=services)) as client:

@@ -69,7 +69,7 @@ def row(view: str, **values: Any) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
-    settings = Settings(home=tmp_path_factory.mktemp("kairos_nearby"), feast_project=f"ar{uuid.uuid4().hex[:8]}")
+    settings = Settings(home=tmp_path_factory.mktemp("kairos_nearby"), auth_required=False, feast_project=f"ar{uuid.uuid4().hex[:8]}")
     services = Services.start(settings)
     services.catalog.upsert(CATALOG)
     services.features.write("user_activity", [row(

@@ -78,7 +78,7 @@ class Env:
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     from online.embeddings import shared_encoder
 
-    settings = Settings(home=tmp_path_factory.mktemp("kairos_reports"), feast_project=f"rep{uuid.uuid4().hex[:8]}")
+    settings = Settings(home=tmp_path_factory.mktemp("kairos_reports"), auth_required=False, feast_project=f"rep{uuid.uuid4().hex[:8]}")
     services = Services.start(settings)
     services.catalog.upsert(ITEMS)
     services.features.write("user_activity", [user_row(u) for u in USERS])

@@ -79,7 +79,7 @@ def row(view: str, **values: Any) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TestClient, Services]]:
     services = Services.start(
-        Settings(home=tmp_path_factory.mktemp("kairos_search"), feast_project=f"s{uuid.uuid4().hex[:8]}")
+        Settings(home=tmp_path_factory.mktemp("kairos_search"), auth_required=False, feast_project=f"s{uuid.uuid4().hex[:8]}")
     )
     services.catalog.upsert(CATALOG)
     services.features.write("user_activity", [
