@@ -14,7 +14,10 @@ index keeps what filtering needs (point, category, price, validity), so a query 
 this window, in this category, under this price, within this radius" without the catalog.
 
 :class:`CatalogIndexer` keeps an index in step with the catalog: a full build on first use, then
-only the items whose ``updated_ts`` moved (see :func:`catalog_changes`).
+only the items whose ``updated_ts`` moved (see :func:`catalog_changes`). Given a hot-swapped
+:class:`online.embeddings.TextEncoder`, it pins the model its vectors came from and, after a
+promotion, re-embeds the catalog in the background; search serves the old index with the old model
+until the new index is complete (:meth:`CatalogIndexer.follow_model`).
 """
 
 from __future__ import annotations
@@ -452,7 +455,17 @@ class CatalogIndexer:
     ) -> None:
         self.catalog = catalog
         self.index = index
-        self.encode = encode
+        # An encoder that can change model (a hot-swapped TextEncoder): pin the model the index's
+        # vectors come from, so queries keep matching them until a re-embedded index replaces it.
+        owner = getattr(encode, "__self__", None)
+        self._encoder = owner if callable(getattr(owner, "snapshot", None)) else None
+        self._model = self._encoder.snapshot() if self._encoder is not None else None
+        self.encode = self._model.encode if self._model is not None else encode
+        self._rebuild: threading.Thread | None = None
+        self._ready = False  # a first refresh has completed
+        self._failed_model: Any = None  # not retried until the encoder moves on again
+        #: Re-embeddings of the whole catalog done after a model swap (tests and metrics).
+        self.rebuilds = 0
         self.refresh_interval_s = refresh_interval_s
         self.lag_s = lag_s
         self.retain_s = retain_s
@@ -470,10 +483,82 @@ class CatalogIndexer:
         """The catalog state of an indexed item as of the last refresh."""
         return self.items.get(item_id)
 
+    @property
+    def model_version(self) -> str | None:
+        """Registry version of the model the index's vectors (and query encodings) come from."""
+        return None if self._model is None else self._model.version
+
+    @property
+    def rebuilding(self) -> bool:
+        return self._rebuild is not None and self._rebuild.is_alive()
+
+    def follow_model(self) -> bool:
+        """Start re-embedding the catalog in the background when the encoder serves another model
+        than the index's vectors came from; True when a rebuild started. Search keeps using the
+        old index and old model until the new index is complete (:meth:`_rebuild_with`)."""
+        if self._encoder is None:
+            return False
+        self._encoder.maybe_check()
+        target = self._encoder.snapshot()
+        if target is self._model or target is self._failed_model or self.rebuilding:
+            return False
+        self._rebuild = threading.Thread(target=self._rebuild_with, args=(target,), name="item-index-rebuild",
+                                         daemon=True)
+        self._rebuild.start()
+        return True
+
+    def wait_for_rebuild(self, timeout: float | None = None) -> None:
+        thread = self._rebuild
+        if thread is not None:
+            thread.join(timeout)
+
+    def _rebuild_with(self, model: Any, chunk: int = 256) -> None:
+        try:
+            index = ItemIndex(dim=model.dim, bucket_resolution=self.index.bucket_resolution)
+            items: dict[str, CatalogItem] = {}
+            everything = catalog_changes(self.catalog, -math.inf)
+            live = [i for i in everything if not i.deleted and i.lat is not None and i.lon is not None]
+            for start in range(0, len(live), chunk):  # chunks: the encoder's lock is never held long
+                part = live[start:start + chunk]
+                vectors = model.encode([item_text(i) for i in part])
+                for item, vector in zip(part, vectors, strict=True):
+                    if index.apply(item, vector):
+                        items[item.item_id] = item
+            watermark = max((i.updated_ts for i in everything), default=-math.inf)
+            with self._lock:
+                # Catch up with what changed while we embedded, then swap everything at once.
+                since = watermark - self.lag_s if math.isfinite(watermark) else -math.inf
+                late = [i for i in catalog_changes(self.catalog, since) if index.updated_ts(i.item_id) != i.updated_ts]
+                placed = [i for i in late if not i.deleted and i.lat is not None and i.lon is not None]
+                vectors = model.encode([item_text(i) for i in placed]) if placed else []
+                by_id = {i.item_id: v for i, v in zip(placed, vectors, strict=True)}
+                for item in late:
+                    if index.apply(item, by_id.get(item.item_id)):
+                        items[item.item_id] = item
+                    else:
+                        items.pop(item.item_id, None)
+                if late:
+                    watermark = max(watermark, max(i.updated_ts for i in late))
+                watermark = max(watermark, self.watermark)
+                if math.isfinite(watermark):
+                    index.expire(watermark - self.retain_s)
+                    items = {k: v for k, v in items.items() if k in index}
+                self.index, self.items, self.watermark = index, items, watermark
+                self._model, self.encode = model, model.encode
+                self.embedded += len(live) + len(placed)
+                self.rebuilds += 1
+            log.info("item index: re-embedded %d items with text model %s", len(index), model.version or "base")
+        except Exception:  # the old index keeps serving
+            self._failed_model = model
+            log.exception("item index: re-embedding after a model swap failed")
+
     def maybe_refresh(self) -> int:
         """Refresh when ``refresh_interval_s`` has passed since the last one; returns items changed."""
+        self.follow_model()
         now = self.clock()
-        if self._last_refresh is not None and now - self._last_refresh < self.refresh_interval_s:
+        # Until a first refresh has completed, callers wait for it (refresh takes the lock) rather
+        # than search an index that is still being filled and answer nothing.
+        if self._ready and self._last_refresh is not None and now - self._last_refresh < self.refresh_interval_s:
             return 0
         return self.refresh()
 
@@ -506,6 +591,7 @@ class CatalogIndexer:
                     del self.items[item_id]
             if changed:
                 log.info("item index: %d items changed, %d indexed", len(changed), len(self.index))
+            self._ready = True
             return len(changed)
 
 
