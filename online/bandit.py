@@ -13,7 +13,8 @@ What the model sees (:func:`context_features`) is built from the transparent ran
 the bandit reports the same ``parts`` and the same one-line ``reason``; only the weights, and so
 the ``contributions`` (in log-odds), are learned:
 
-* the seven parts (interest, distance, travel_time, timing, discount, price_vs_area, popularity);
+* the eight parts (interest, distance, travel_time, timing, discount, price_vs_area, popularity,
+  and taste: the user's taste embedding against the item's, 0 when unknown);
 * shapes the engagement really has: ``log_interest``, ``distance_km`` (appeal falls
   exponentially with distance), the log price ratio to the area, and discount and price scaled
   by the user's discount sensitivity;
@@ -64,6 +65,7 @@ PART_FEATURES: Mapping[str, tuple[str, ...]] = {
     "discount": ("discount", "discount_x_sensitivity"),
     "price_vs_area": ("price_vs_area", "log_price_ratio", "log_price_ratio_x_sensitivity"),
     "popularity": ("popularity",),
+    "taste": ("taste",),
 }
 #: Contribution names beyond the parts: what the category and the hour add, the intercept, and
 #: how much exploration moved the score.

@@ -15,7 +15,10 @@ The parts (DESIGN §5 features, computed on demand at request time):
   arrival is penalised), or upcoming, decaying with the wait before it starts;
 * ``discount``: 0..1 off the original price;
 * ``price_vs_area``: ``(area median - price) / area median`` clipped to [-1, 1];
-* ``popularity``: smoothed 24 h click-through rate, 0.5 at the prior.
+* ``popularity``: smoothed 24 h click-through rate, 0.5 at the prior;
+* ``taste``: cosine of the user's taste embedding (:mod:`online.user_embeddings`) and the item's
+  (:mod:`online.item_index`), clipped to [0, 1]; 0 when either is unknown (a constant within a
+  request, so it never reorders anything then).
 
 ``discount`` and ``price_vs_area`` are scaled by the user's discount sensitivity (neutral when
 unknown), because a bargain matters more to people who habitually pick bargains.
@@ -35,7 +38,7 @@ from typing import Any
 from kairos.geo import WALK_LIMIT_KM, haversine_km, travel_minutes
 
 #: Names of the score parts, in the order they are reported.
-PARTS = ("interest", "distance", "travel_time", "timing", "discount", "price_vs_area", "popularity")
+PARTS = ("interest", "distance", "travel_time", "timing", "discount", "price_vs_area", "popularity", "taste")
 
 #: Plural nouns for "cheapest of 4 spas": category names alone read badly for some categories.
 CATEGORY_PLURALS = {
@@ -132,6 +135,8 @@ class RankContext:
     open_peers: Mapping[str, tuple[tuple[str, float], ...]] = field(default_factory=dict)
     #: ``category -> median price`` of all priced candidates (the fallback area price).
     peer_median_price: Mapping[str, float] = field(default_factory=dict)
+    #: ``item_id -> cosine`` of the user's taste embedding and the item's; empty when unknown.
+    taste: Mapping[str, float] = field(default_factory=dict)
 
     @property
     def at_ts(self) -> float:
@@ -147,8 +152,10 @@ class RankContext:
         radius_km: float = 3.0,
         user: Mapping[str, Any] | None = None,
         area_median_price: Mapping[tuple[str, str], float] | None = None,
+        taste: Mapping[str, float] | None = None,
     ) -> RankContext:
-        """A context for ranking ``candidates`` for ``user`` (a ``user_activity`` row or ``None``)."""
+        """A context for ranking ``candidates`` for ``user`` (a ``user_activity`` row or ``None``);
+        ``taste`` is the cosine of the user's taste embedding and each item's, where known."""
         if at.tzinfo is None:
             raise ValueError("at must be timezone-aware (UTC)")
         ts = at.timestamp()
@@ -172,6 +179,7 @@ class RankContext:
             area_median_price=dict(area_median_price or {}),
             open_peers={c: tuple(sorted(p, key=lambda x: (x[1], x[0]))) for c, p in peers.items()},
             peer_median_price={c: statistics.median(p) for c, p in prices.items()},
+            taste=dict(taste or {}),
         )
 
 
@@ -247,6 +255,8 @@ class TransparentRanker:
             "discount": 1.0,
             "price_vs_area": 0.75,
             "popularity": 0.5,
+            # As search weighs taste_match: a hint of what the user likes, below explicit interest.
+            "taste": 1.5,
         }
     )
 
@@ -305,11 +315,17 @@ class TransparentRanker:
             "discount": item.discount,
             "price_vs_area": price_vs_area(item.price, area_price(context, item)),
             "popularity": self.popularity(item),
+            "taste": min(1.0, max(0.0, context.taste.get(item.item_id, 0.0))),
         }
         return parts, distance, minutes
 
     def score_one(self, context: RankContext, item: Candidate) -> ScoredItem:
         """Score one item for the context: total, parts, contributions and reason."""
+        scored = self._score(context, item)
+        return replace(scored, reason=self.reason(context, scored))
+
+    def _score(self, context: RankContext, item: Candidate) -> ScoredItem:
+        """:meth:`score_one` without the reason (only the items returned need one)."""
         parts, distance, minutes = self.parts_of(context, item)
         price_weight = sensitivity_multiplier(context.discount_sensitivity)
         contributions = {
@@ -318,7 +334,7 @@ class TransparentRanker:
             * (price_weight if name in ("discount", "price_vs_area") else 1.0)
             for name, value in parts.items()
         }
-        scored = ScoredItem(
+        return ScoredItem(
             item=item,
             score=sum(contributions.values()),
             parts=parts,
@@ -327,15 +343,16 @@ class TransparentRanker:
             distance_km=distance,
             travel_minutes=minutes,
         )
-        return replace(scored, reason=self.reason(context, scored))
 
     def rank(
         self, context: RankContext, items: Iterable[Candidate], limit: int | None = None
     ) -> list[ScoredItem]:
         """Items best first; ties go to the nearer item, then the item id, so the order is stable."""
-        scored = [self.score_one(context, item) for item in items]
+        scored = [self._score(context, item) for item in items]
         scored.sort(key=lambda s: (-s.score, s.distance_km, s.item.item_id))
-        return scored if limit is None else scored[:limit]
+        chosen = scored if limit is None else scored[:limit]
+        # Reasons cost more than scores: write them for the returned items only.
+        return [replace(s, reason=self.reason(context, s)) for s in chosen]
 
     def timing(self, item: Candidate, at_ts: float, travel_min: float) -> float:
         """1 for an item open long enough to enjoy; less when it ends soon or starts later; 0 when over."""
@@ -422,6 +439,9 @@ class TransparentRanker:
             options.append((contributions["price_vs_area"], f"{pct} % below the area's median price"))
         if parts["popularity"] >= 0.7:
             options.append((contributions["popularity"], "popular right now"))
+        # Said only when it is the strongest of these points (search says the same of taste_match).
+        if parts.get("taste", 0.0) >= 0.5:
+            options.append((contributions.get("taste", 0.0), "like what you usually choose"))
         return max(options)[1] if options else None
 
 

@@ -22,7 +22,8 @@ from kairos.stores.last_known import LastKnownCatalog, LastKnownFeatures
 from online.transparent_ranker import TransparentRanker
 
 log = logging.getLogger(__name__)
-_EXTRAS_LOCK = threading.RLock()
+_EXTRAS_LOCK = threading.Lock()
+_NAME_LOCKS: dict[tuple[int, str], threading.Lock] = {}
 
 
 @dataclass
@@ -46,7 +47,14 @@ class Services:
 
         Lets a router own its components without this container knowing every one of them.
         """
+        component = self.extras.get(name)
+        if component is not None:
+            return component
+        # One lock per name: building a slow component (MiniLM loads for seconds) must not stall
+        # requests that need another one.
         with _EXTRAS_LOCK:
+            lock = _NAME_LOCKS.setdefault((id(self), name), threading.Lock())
+        with lock:
             if name not in self.extras:
                 self.extras[name] = factory(self)
             return self.extras[name]
@@ -70,7 +78,8 @@ class Services:
     def close(self) -> None:
         # Each store closes the connection of the calling thread; worker-thread connections go with
         # the process, which is what SQLite expects.
-        for store in (self.event_store, self.catalog, self.ranker, *self.extras.values()):
+        # Components first: some drain into the stores as they close (the impression writer).
+        for store in (*self.extras.values(), self.event_store, self.catalog, self.ranker):
             if not hasattr(store, "close"):
                 continue
             try:

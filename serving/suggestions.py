@@ -10,6 +10,12 @@ routes only parse and validate. It reads:
 ``item_stats`` and ``cell_supply`` only refine the ranking: when they cannot be read the response
 is still served from the catalog alone and says ``degraded: true``, because an app that shows
 slightly less personal suggestions beats one that shows an error.
+
+The hot path (issue #4): the catalog, ``item_stats`` and ``cell_supply`` reads are shared by every
+request around the same H3 cell through :mod:`serving.candidate_cache` (``KAIROS_SUGGEST_CACHE_TTL_S``,
+refreshed in the background); a request then only reads its user's row and taste embedding, filters
+the cell's candidates with numpy, ranks them (reasons only for the items returned), and hands its
+impressions to the background writer of :mod:`serving.impressions`.
 """
 
 from __future__ import annotations
@@ -86,7 +92,7 @@ def build_suggestions(
         raise ValueError("at must be timezone-aware")
     at = at.astimezone(UTC)
     settings = services.settings
-    items, degraded = with_fallback(lambda: candidate_items(services, lat, lon, radius_km, at), [], "catalog")
+    items, candidates, area_median, degraded = gather_candidates(services, lat, lon, radius_km, at)
     # The predicted intent (on a location change) outranks the long-run favourite: pre-fetch it.
     favourite = prefer or favourite_category(user)
     widened_for = None
@@ -95,31 +101,22 @@ def build_suggestions(
         wider = radius_km
         while wider < cap:
             wider = min(cap, wider * 2)
-            found, failed = with_fallback(lambda r=wider: candidate_items(services, lat, lon, r, at), [], "catalog")
-            degraded |= failed
-            if _has_open(found, favourite, at):
+            found = gather_candidates(services, lat, lon, wider, at)
+            degraded |= found[3]
+            if _has_open(found[0], favourite, at):
                 # Widen only when it reaches the favourite: far items of other kinds help nobody.
-                items, radius_km, widened_for = found, wider, favourite
+                (items, candidates, area_median, _), radius_km, widened_for = found, wider, favourite
                 break
 
-    keys = [{"item_id": i.item_id} for i in items]
-    rows, failed = with_fallback(lambda: services.features.read("item_stats", keys, ITEM_STATS_FIELDS),
-                                 [None] * len(keys), "item_stats")
-    degraded |= failed
-    stats: dict[str, Mapping[str, Any]] = {row["item_id"]: row for row in rows if row is not None}
+    taste: dict[str, float] = {}
+    if user is not None and candidates:  # a user the flow has never seen has no taste either
+        from serving.taste import suggestion_taste
 
-    candidates = []
-    for item in items:
-        candidate = Candidate.from_catalog(item, stats.get(item.item_id))
-        if candidate.cell is None:
-            candidate = replace(candidate, cell=cell_of(candidate.lat, candidate.lon, settings.h3_resolution))
-        candidates.append(candidate)
-
-    area_median, failed = area_median_prices(services, candidates)
-    degraded |= failed
+        taste, failed = suggestion_taste(services, user_id, [c.item_id for c in candidates])
+        degraded |= failed
 
     context = RankContext.build(
-        lat, lon, at, candidates, radius_km=radius_km, user=user, area_median_price=area_median
+        lat, lon, at, candidates, radius_km=radius_km, user=user, area_median_price=area_median, taste=taste
     )
     ranked = services.ranker.rank(context, candidates, limit=limit)
     return SuggestionsResponse(
@@ -134,6 +131,49 @@ def build_suggestions(
         degraded=degraded,
         items=[to_item(s) for s in ranked],
     )
+
+
+def gather_candidates(
+    services: Services, lat: float, lon: float, radius_km: float, at: datetime
+) -> tuple[list[CatalogItem], list[Candidate], dict[tuple[str, str], float], bool]:
+    """``(items, candidates, area median prices, degraded)`` of what is open at ``at`` (or starts
+    within :data:`UPCOMING_HORIZON`) within the radius: from the per-cell cache when it is on,
+    else read from the stores for this request alone."""
+    if services.settings.suggest_cache_ttl_s > 0:
+        entry = candidate_cache(services).get(lat, lon, radius_km, at)
+        hidden_items, suspended = moderation_filter(services).current()
+        chosen = entry.select(lat, lon, radius_km, at.timestamp(), UPCOMING_HORIZON.total_seconds(),
+                              hidden_items, suspended)
+        return ([entry.items[i] for i in chosen], [entry.candidates[i] for i in chosen], entry.area_median,
+                entry.degraded)
+    items, degraded = with_fallback(lambda: candidate_items(services, lat, lon, radius_km, at), [], "catalog")
+    keys = [{"item_id": i.item_id} for i in items]
+    rows, failed = with_fallback(lambda: services.features.read("item_stats", keys, ITEM_STATS_FIELDS),
+                                 [None] * len(keys), "item_stats")
+    degraded |= failed
+    stats: dict[str, Mapping[str, Any]] = {row["item_id"]: row for row in rows if row is not None}
+    candidates = []
+    for item in items:
+        candidate = Candidate.from_catalog(item, stats.get(item.item_id))
+        if candidate.cell is None:
+            candidate = replace(candidate, cell=cell_of(candidate.lat, candidate.lon, services.settings.h3_resolution))
+        candidates.append(candidate)
+    area_median, failed = area_median_prices(services, candidates)
+    return items, candidates, area_median, degraded or failed
+
+
+def candidate_cache(services: Services) -> Any:
+    """The process's per-cell candidate cache (:mod:`serving.candidate_cache`)."""
+    from serving.candidate_cache import CandidateCache, read_candidates
+
+    def build(s: Services) -> CandidateCache:
+        return CandidateCache(
+            lambda lat, lon, reach, start, end: read_candidates(s, lat, lon, reach, start, end, ITEM_STATS_FIELDS),
+            ttl_s=s.settings.suggest_cache_ttl_s, resolution=s.settings.suggest_cache_resolution,
+            horizon=UPCOMING_HORIZON, sources=lambda: (s.catalog, s.features),
+        )
+
+    return cached_extra(services, "candidate_cache", build)
 
 
 def _has_open(items: list[CatalogItem], category: str, at: datetime) -> bool:
@@ -200,7 +240,15 @@ class ModerationFilter:
 def moderation_filter(services: Services) -> ModerationFilter:
     from kairos.stores.moderation_store import open_moderation_store
 
-    return services.extra("moderation_filter", lambda s: ModerationFilter(open_moderation_store(s.settings)))
+    return cached_extra(services, "moderation_filter", lambda s: ModerationFilter(open_moderation_store(s.settings)))
+
+
+def cached_extra(services: Services, name: str, factory: Callable[[Services], T]) -> T:
+    """``services.extra(name, factory)`` without its lock once the component exists: that lock is
+    held while any component is created (loading MiniLM takes seconds), and requests that only
+    need a component created long ago must not wait behind it."""
+    found = services.extras.get(name)
+    return found if found is not None else services.extra(name, factory)
 
 
 def area_median_prices(
@@ -220,6 +268,20 @@ def area_median_prices(
         if median is not None and median > 0:
             out[(cell, category)] = float(median)
     return out, degraded
+
+
+def last_location(user: Mapping[str, Any] | None, user_id: str | None) -> tuple[float, float]:
+    """The user's last known point from their ``user_activity`` row, or a 422 saying what to pass."""
+    from serving.errors import ApiError
+
+    lat, lon = (user or {}).get("last_lat"), (user or {}).get("last_lon")
+    if lat is None or lon is None or not (math.isfinite(lat) and math.isfinite(lon)):
+        who = f" for user {user_id!r}" if user_id else ""
+        hint = f" or POST /v1/users/{user_id}/location first" if user_id else ""
+        raise ApiError(422, f"lat, lon: no location known{who}; pass lat and lon{hint}",
+                       [{"field": "lat", "message": "is required", "type": "missing"},
+                        {"field": "lon", "message": "is required", "type": "missing"}])
+    return float(lat), float(lon)
 
 
 def is_travelling(user: Mapping[str, Any] | None, lat: float, lon: float, travel_km: float) -> bool:

@@ -1,5 +1,11 @@
 """``kairos bench serve``: latency of GET suggestions under concurrent clients (Redis profile),
-beside a bare Feast ``get_online_features`` for the same users, measured in the same run."""
+beside a bare Feast ``get_online_features`` for the same users, measured in the same run.
+
+The API runs as its own processes (``kairos serve --workers N``); the clients are threads of this
+process. Besides latency and throughput it reports the CPU the server processes spent per request
+(and the client's), from the processes' CPU times around the measured window: on a small machine
+that, not the latency, says what a request costs.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +23,21 @@ from typing import Annotated, Any
 import typer
 
 from kairos.net import free_port
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process and its children (the uvicorn workers)."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        total = 0.0
+        for proc in [root, *root.children(recursive=True)]:
+            times = proc.cpu_times()
+            total += times.user + times.system
+        return total
+    except psutil.Error:
+        return float("nan")
 
 
 def _percentiles(latencies: list[float]) -> dict[str, float]:
@@ -66,7 +87,11 @@ def register(app: typer.Typer) -> None:
     def bench_serve(
         clients: Annotated[int, typer.Option(help="Concurrent clients.")] = 16,
         seconds: Annotated[float, typer.Option(help="Measured seconds per target.")] = 20.0,
-        workers: Annotated[int, typer.Option(help="API worker processes.")] = 2,
+        workers: Annotated[int, typer.Option(help="API worker processes (KAIROS_API_WORKERS).")] = 2,
+        warmup: Annotated[float, typer.Option(help="Seconds of requests before measuring (caches, "
+                                                   "the item index behind the taste part).")] = 15.0,
+        learners: Annotated[bool, typer.Option("--learners/--no-learners",
+                                               help="Stream taste embeddings too (the taste part).")] = True,
         users: Annotated[int, typer.Option(help="Simulated users.")] = 200,
         redis_url: Annotated[str, typer.Option(help="Redis (a DB it may flush).")] = "127.0.0.1:6379,db=9",
         as_json: Annotated[bool, typer.Option("--json", help="Print JSON (the default output).")] = True,
@@ -87,7 +112,7 @@ def register(app: typer.Typer) -> None:
         home = Path(tempfile.mkdtemp(prefix="kairos-bench-serve-"))
         project = f"serve_{int(time.time())}"
         settings = Settings(home=home, profile="redis", redis_url=redis_url, feast_project=project,
-                            recovery=False, learners=False)
+                            recovery=False, learners=learners)
         redis_client(redis_url).flushdb()
         port = free_port()
         api = None
@@ -100,10 +125,9 @@ def register(app: typer.Typer) -> None:
             known = [u for u, row in zip(user_ids, features.read("user_activity", [{"user_id": u} for u in user_ids]),
                                          strict=True) if row is not None and row.get("last_lat") is not None]
             env = {**os.environ, "KAIROS_HOME": str(home), "KAIROS_PROFILE": "redis", "KAIROS_REDIS_URL": redis_url,
-                   "KAIROS_FEAST_PROJECT": project, "KAIROS_RANKER": "transparent"}
-            api = subprocess.Popen([sys.executable, "-m", "uvicorn", "serving.app:create_app", "--factory",
-                                    "--workers", str(workers), "--port", str(port), "--log-level", "warning"],
-                                   env=env, stderr=subprocess.DEVNULL)
+                   "KAIROS_FEAST_PROJECT": project, "KAIROS_RANKER": "transparent", "KAIROS_AUTH_REQUIRED": "0",
+                   "KAIROS_API_WORKERS": str(workers), "KAIROS_API_PORT": str(port), "HF_HUB_OFFLINE": "1"}
+            api = subprocess.Popen([sys.executable, "-m", "kairos.cli", "serve"], env=env, stderr=subprocess.DEVNULL)
             base = f"http://127.0.0.1:{port}"
             deadline = time.monotonic() + 120
             while time.monotonic() < deadline:
@@ -116,10 +140,14 @@ def register(app: typer.Typer) -> None:
             client = httpx.Client(base_url=base, timeout=10, limits=httpx.Limits(max_connections=clients * 2))
 
             def suggest(rng: random.Random) -> bool:
-                return client.get(f"/v1/users/{rng.choice(known)}/suggestions", params={"at": at}).status_code == 200
+                try:
+                    response = client.get(f"/v1/users/{rng.choice(known)}/suggestions", params={"at": at})
+                except httpx.HTTPError:  # counted as an error, not a dead client thread
+                    return False
+                return response.status_code == 200
 
-            for _ in range(3 * clients):  # warm both workers (Feast, caches)
-                suggest(random.Random())
+            print(f"warming up {warmup:g} s …", file=sys.stderr)
+            closed_loop(clients, warmup, suggest)  # every worker: Feast, cell caches, the item index
             fields = [f"user_activity:{f}" for f in ("view_count_24h", "category_affinity", "last_lat", "last_lon",
                                                      "home_cell", "travelling", "as_of")]
 
@@ -128,7 +156,12 @@ def register(app: typer.Typer) -> None:
                 return True
 
             print("measuring the API …", file=sys.stderr)
+            server_cpu, client_cpu = _cpu_seconds(api.pid), time.process_time()
             api_result = closed_loop(clients, seconds, suggest)
+            server_cpu, client_cpu = _cpu_seconds(api.pid) - server_cpu, time.process_time() - client_cpu
+            served = max(1, api_result["requests"])
+            api_result["server_cpu_ms_per_request"] = round(server_cpu / served * 1000, 2)
+            api_result["client_cpu_ms_per_request"] = round(client_cpu / served * 1000, 2)
             print("measuring bare Feast reads …", file=sys.stderr)
             feast_result = closed_loop(clients, seconds, bare_feast)
             emit({
@@ -136,6 +169,9 @@ def register(app: typer.Typer) -> None:
                 "profile": "redis",
                 "clients": clients,
                 "api_workers": workers,
+                "server": f"kairos serve, {workers} uvicorn worker process(es); clients: {clients} threads "
+                          "of the bench process, on the same machine",
+                "learners": learners,
                 "users": len(known),
                 "suggestions": api_result,
                 "bare_feast_get_online_features": feast_result,

@@ -80,7 +80,12 @@ class LastKnownFeatures:
             return (view, fields, *sorted(key.items()))
 
         def fetch() -> list[dict[str, Any] | None]:
-            rows = self.features.read(view, keys, fields) if fields else self.features.read(view, keys)
+            # The online store's direct read when it has one (same rows, a fraction of the CPU).
+            fast = getattr(self.features, "read_fast", None)
+            if callable(fast):
+                rows = fast(view, keys, fields)
+            else:
+                rows = self.features.read(view, keys, fields) if fields else self.features.read(view, keys)
             for key, row in zip(keys, rows, strict=True):
                 if row is not None:
                     self.cache.put(cache_key(key), row)

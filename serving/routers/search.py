@@ -24,7 +24,6 @@ follows catalog changes incrementally, re-embedding only the items that changed.
 from __future__ import annotations
 
 import logging
-import math
 import uuid
 from collections.abc import Mapping
 from dataclasses import replace
@@ -42,7 +41,6 @@ from kairos.stores.catalog import CatalogItem
 from online.item_index import CatalogIndexer, ItemIndex
 from online.query_parser import ParsedQuery, approximate_timezone, parse_query
 from online.transparent_ranker import Candidate, RankContext, ScoredItem, TransparentRanker
-from online.user_embeddings import cosine, open_user_embedding_store
 from serving.deps import Services, ServicesDep
 from serving.errors import ApiError
 from serving.impressions import log_impressions
@@ -56,7 +54,15 @@ from serving.schemas import (
     Longitude,
     SuggestionItem,
 )
-from serving.suggestions import UPCOMING_HORIZON, area_median_prices, read_user, to_item, with_fallback
+from serving.suggestions import (
+    UPCOMING_HORIZON,
+    area_median_prices,
+    last_location,
+    read_user,
+    to_item,
+    with_fallback,
+)
+from serving.taste import taste_matches, user_embedding_store, user_taste
 
 log = logging.getLogger(__name__)
 
@@ -198,7 +204,7 @@ def run_search(
         user, failed = with_fallback(lambda: read_user(services, user_id), None, "user_activity")
         degraded |= failed
     if lat is None or lon is None:
-        lat, lon = _last_location(user, user_id)
+        lat, lon = last_location(user, user_id)
     tz = _zone(tz_name, lon)
 
     parsed = parse_query(text, at, tz)
@@ -250,10 +256,8 @@ def run_search(
 
     taste = None
     if user_id is not None:
-        states, failed = with_fallback(lambda: user_embedding_store(services).read([user_id]), [None],
-                                       "user embeddings")
+        taste, failed = user_taste(services, user_id)
         degraded |= failed
-        taste = states[0].unit() if states and states[0] is not None else None
 
     # Prices are compared with every item of the kind on offer around, not only the ones that
     # passed the query's bounds: "cheapest of 3 spas" must count the dear spa the bound left out.
@@ -262,11 +266,11 @@ def run_search(
     market = _catalog_items(indexer, [h.item_id for h in market_hits], start.timestamp(), end.timestamp())
     ranked, failed = _rank(services, items, market, lat, lon, max(at, start), radius, user, parsed)
     degraded |= failed
-    item_vectors = indexer.index.vectors([s.item.item_id for s in ranked]) if taste is not None else {}
+    matches = taste_matches(indexer, taste, [s.item.item_id for s in ranked])
     results = []
     for scored in ranked:
         item_id = scored.item.item_id
-        taste_match = cosine(taste, item_vectors.get(item_id)) if taste is not None else None
+        taste_match = matches.get(item_id) if taste is not None else None
         results.append(_search_item(scored, similarity.get(item_id), relevance.get(item_id), taste_match, parsed))
     results.sort(key=lambda i: (-i.score, i.distance_km, i.item_id))
 
@@ -304,16 +308,6 @@ def _zone(tz_name: str | None, lon: float) -> Any:
         raise ApiError(422, f"tz: {message}", [{"field": "tz", "message": message, "type": "value_error"}]) from None
 
 
-def _last_location(user: Mapping[str, Any] | None, user_id: str | None) -> tuple[float, float]:
-    lat, lon = (user or {}).get("last_lat"), (user or {}).get("last_lon")
-    if lat is None or lon is None or not (math.isfinite(lat) and math.isfinite(lon)):
-        who = f" for user {user_id!r}" if user_id else ""
-        raise ApiError(422, f"lat, lon: no location known{who}; pass lat and lon",
-                       [{"field": "lat", "message": "is required", "type": "missing"},
-                        {"field": "lon", "message": "is required", "type": "missing"}])
-    return float(lat), float(lon)
-
-
 def item_indexer(services: Services) -> CatalogIndexer:
     """The process's item index over the catalog, built on first use."""
 
@@ -327,10 +321,6 @@ def item_indexer(services: Services) -> CatalogIndexer:
                               refresh_interval_s=float(getattr(settings, "search_refresh_s", 1.0)))
 
     return services.extra("item_index", build)
-
-
-def user_embedding_store(services: Services) -> Any:
-    return services.extra("user_embeddings", lambda s: open_user_embedding_store(s.settings))
 
 
 def _catalog_items(indexer: CatalogIndexer, item_ids: list[str], start: float, end: float) -> list[CatalogItem]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -16,7 +15,7 @@ from kairos.geo import cell_of
 from online.next_intent import INTENT_MODEL, intent_hint, top_k
 from serving.deps import Services, ServicesDep
 from serving.errors import ApiError
-from serving.impressions import log_impressions
+from serving.impressions import enqueue_impressions
 from serving.schemas import (
     ERROR_RESPONSES,
     USER_ID_PATTERN,
@@ -29,7 +28,7 @@ from serving.schemas import (
     Longitude,
     SuggestionsResponse,
 )
-from serving.suggestions import build_suggestions, is_travelling, read_user, with_fallback
+from serving.suggestions import build_suggestions, is_travelling, last_location, read_user, with_fallback
 
 log = logging.getLogger(__name__)
 
@@ -83,11 +82,11 @@ def get_suggestions(
         if user is None:
             # The store is down and this process has not seen the user: no place to suggest for.
             raise ApiError(503, "the feature store is not answering and no location was given; pass lat and lon")
-        lat, lon = _last_location(user, user_id)
+        lat, lon = last_location(user, user_id)
     response = build_suggestions(
         services, user_id, lat, lon, at or datetime.now(UTC), radius, limit, user, widen=radius_km is None
     )
-    log_impressions(services, response, user)
+    enqueue_impressions(services, response, user)  # written by a background thread
     # Store down: the last known row (or a cold start) was used; say so.
     return response.model_copy(update={"degraded": True}) if store_down else response
 
@@ -131,7 +130,7 @@ def post_location(
     response = build_suggestions(
         services, user_id, body.lat, body.lon, ts, radius, limit, user, widen=radius_km is None, prefer=prefer
     )
-    log_impressions(services, response, user)
+    enqueue_impressions(services, response, user)
     return LocationSuggestionsResponse(
         **response.model_dump(exclude={"degraded"}),
         degraded=response.degraded or degraded,
@@ -174,14 +173,3 @@ def _radius(radius_km: float | None, settings: Settings) -> float:
             [{"field": "radius_km", "message": message, "type": "less_than_equal"}],
         )
     return radius_km
-
-
-def _last_location(user: dict[str, Any], user_id: str) -> tuple[float, float]:
-    lat, lon = user.get("last_lat"), user.get("last_lon")
-    if lat is None or lon is None or not (math.isfinite(lat) and math.isfinite(lon)):
-        raise ApiError(
-            422,
-            f"lat, lon: no location known for user {user_id!r}; pass lat and lon or "
-            f"POST /v1/users/{user_id}/location first",
-        )
-    return float(lat), float(lon)
