@@ -6,7 +6,8 @@ so routers never deal with keys and a new router cannot forget them. :data:`RULE
 path template (longest prefix wins) to the scopes it accepts; any ``/v1/`` route that no rule
 names needs ``admin``, so a route added later is closed until someone decides otherwise.
 
-Checks, in order: a ``Bearer`` key is present (401), it exists and is not revoked (401), its scope
+Checks, in order: a ``Bearer`` key is present (401; the SSE pricing stream also takes
+``?api_key=``, which a browser ``EventSource`` can send), it exists and is not revoked (401), its scope
 is allowed here (403), a ``business:<id>`` key only names its own business wherever the request
 names one — path, query or JSON body (403), and the key is within its rate limit (429 with
 ``Retry-After``). ``admin`` passes every check but the rate limit.
@@ -98,6 +99,12 @@ RULES: dict[str, Rule] = {
 }
 #: Routes nothing above names (non-/v1 routes added later) are closed too.
 DEFAULT_RULE = ADMIN
+#: Routes that also accept the key as ``?api_key=``: a browser ``EventSource`` cannot send an
+#: ``Authorization`` header. Only here: a key in a URL ends up in browser history, proxy logs and
+#: ``Referer`` headers, so every other route refuses it (our access log drops the query string and
+#: redacts ``api_key`` from uvicorn's, see :mod:`serving.request_log`).
+QUERY_KEY_ROUTES = frozenset({"/v1/businesses/{business_id}/pricing/stream"})
+QUERY_KEY_PARAM = "api_key"
 
 
 def rule_for(path_template: str) -> Rule:
@@ -287,6 +294,17 @@ async def _named_businesses(request: Request) -> set[str]:
     return named
 
 
+def _query_key(request: Request, template: str) -> str | None:
+    """The ``?api_key=`` of a route in :data:`QUERY_KEY_ROUTES` (a header, when sent, wins)."""
+    given = request.query_params.get(QUERY_KEY_PARAM)
+    if given is None:
+        return None
+    if template not in QUERY_KEY_ROUTES:
+        raise _unauthorized(f"{QUERY_KEY_PARAM}: a key in the URL is accepted only by "
+                            f"{', '.join(sorted(QUERY_KEY_ROUTES))}; send the header Authorization: Bearer <key>")
+    return given
+
+
 async def authorize(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
@@ -298,10 +316,13 @@ async def authorize(
     services = request.app.state.services
     if rule.public or not services.settings.auth_required:
         return None
-    if credentials is None or not credentials.credentials:
+    token = credentials.credentials if credentials is not None else None
+    if not token:
+        token = _query_key(request, template)
+    if not token:
         raise _unauthorized("missing API key: send the header Authorization: Bearer <key> (see `kairos keys create`)")
     auth = get_authenticator(services)
-    key = auth.authenticate(credentials.credentials)
+    key = auth.authenticate(token)
     request.state.api_key_id = key.key_id
     if key.scope != "admin":
         kind = "business" if key.business_id is not None else key.scope
@@ -320,5 +341,5 @@ async def authorize(
     return key
 
 
-__all__ = ["ADMIN", "ANALYST", "APP", "Authenticator", "OWN_BUSINESS", "PUBLIC", "RULES", "Rule", "api_routes",
-           "authorize", "get_authenticator", "rule_for"]
+__all__ = ["ADMIN", "ANALYST", "APP", "Authenticator", "OWN_BUSINESS", "PUBLIC", "QUERY_KEY_PARAM",
+           "QUERY_KEY_ROUTES", "RULES", "Rule", "api_routes", "authorize", "get_authenticator", "rule_for"]

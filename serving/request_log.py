@@ -45,12 +45,46 @@ def new_request_id() -> str:
     return uuid.uuid4().hex
 
 
+#: Query parameters that carry secrets (the SSE route's ``?api_key=``, serving/auth.py).
+_SECRET_QUERY = re.compile(r"(?i)([?&](?:api_key)=)[^&#\s\"]*")
+
+
+def redact(text: str) -> str:
+    """``text`` with the value of every secret query parameter replaced by ``***``."""
+    return _SECRET_QUERY.sub(r"\1***", text) if "=" in text else text
+
+
+class RedactSecrets(logging.Filter):
+    """Redacts secret query parameters from a record's message and arguments.
+
+    Our access line logs the path without its query string; uvicorn's own access log (enabled when
+    ``KAIROS_LOG_JSON=0`` or when logging was configured elsewhere) logs the full URL, so it gets
+    this filter.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str):
+            record.msg = redact(record.msg)
+        if isinstance(record.args, tuple):
+            record.args = tuple(redact(a) if isinstance(a, str) else a for a in record.args)
+        return True
+
+
+def install_redaction(logger_name: str = "uvicorn.access") -> None:
+    """Add :class:`RedactSecrets` to a logger once (idempotent)."""
+    logger = logging.getLogger(logger_name)
+    if not any(isinstance(f, RedactSecrets) for f in logger.filters):
+        logger.addFilter(RedactSecrets())
+
+
 class RequestLogMiddleware:
     """Assigns request ids, times requests, records metrics per route template, logs one JSON line."""
 
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
         self.metrics = metrics
+        # Built when the server starts, after uvicorn configured its loggers.
+        install_redaction()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -84,6 +118,7 @@ class RequestLogMiddleware:
             self.metrics.observe(template, method, status, seconds)
             if access_log.isEnabledFor(logging.INFO):
                 state = scope.get("state") or {}
+                # ``path`` is the ASGI path: never the query string (an SSE client's ?api_key=).
                 access_log.info("request", extra={"http": {
                     "method": method, "route": template, "path": scope.get("path"), "status": status,
                     "duration_ms": round(seconds * 1000, 3), "key_id": state.get("api_key_id"),
@@ -133,5 +168,5 @@ def configure_json_logging(level: int = logging.INFO) -> bool:
     return True
 
 
-__all__ = ["JsonFormatter", "RequestLogMiddleware", "configure_json_logging", "current_request_id",
-           "new_request_id"]
+__all__ = ["JsonFormatter", "RedactSecrets", "RequestLogMiddleware", "configure_json_logging", "current_request_id",
+           "install_redaction", "new_request_id", "redact"]

@@ -24,7 +24,6 @@ import logging
 import math
 import threading
 import time
-import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -37,6 +36,7 @@ from kairos.stores.catalog import CatalogItem
 from kairos.stores.last_known import StoreUnavailable
 from online.transparent_ranker import Candidate, RankContext, ScoredItem, parse_affinity
 from serving.deps import Services
+from serving.request_log import new_request_id
 from serving.schemas import GeoPoint, SuggestionItem, SuggestionsResponse
 
 log = logging.getLogger(__name__)
@@ -120,7 +120,7 @@ def build_suggestions(
     )
     ranked = services.ranker.rank(context, candidates, limit=limit)
     return SuggestionsResponse(
-        request_id=uuid.uuid4().hex,
+        request_id=new_request_id(),  # the response's X-Request-ID when the server made it up
         user_id=user_id,
         at=at,
         location=GeoPoint(lat=lat, lon=lon, cell=cell_of(lat, lon, settings.h3_resolution)),

@@ -248,3 +248,61 @@ def test_auth_off_needs_no_key(tmp_path) -> None:
     with TestClient(create_app(services=services)) as client:
         assert client.get("/v1/moderation/queue").status_code == 200
     services.close()
+
+
+STREAM = "/v1/businesses/{business_id}/pricing/stream"
+
+
+def test_the_pricing_stream_also_takes_the_key_as_a_query_parameter(env) -> None:
+    """A browser EventSource cannot send headers: ``?api_key=`` on that route, with the same checks."""
+    client, services, keys = env
+    path = concrete(STREAM)
+    params = {"max_events": "1", "interval_s": "0.05"}
+    own = client.get(path, params={**params, "api_key": keys["business:b1"]})
+    assert own.status_code not in (401, 403), own.text  # past auth (then answers on its merits)
+    other = client.get(path, params={**params, "api_key": keys["business:b2"]})
+    assert other.status_code == 403 and "may not access business 'b1'" in other.json()["error"]["message"]
+    assert client.get(path, params={"api_key": keys["app"]}).status_code == 403
+    garbage = client.get(path, params={"api_key": "kairos_0123456789ab_" + "x" * 43})
+    assert garbage.status_code == 401 and garbage.headers["www-authenticate"] == "Bearer"
+    revoked_key, revoked = create_key(get_authenticator(services).store, "business:b1", actor="test")
+    revoke_key(get_authenticator(services).store, revoked_key.key_id, actor="test")
+    time.sleep(services.settings.api_key_cache_s + 0.05)
+    assert client.get(path, params={"api_key": revoked}).status_code == 401
+    # A header, when sent, wins over the query parameter.
+    both = client.get(path, params={**params, "api_key": keys["business:b1"]}, headers=bearer(keys["business:b2"]))
+    assert both.status_code == 403
+
+
+def test_a_key_in_the_url_is_refused_everywhere_else(env) -> None:
+    client, _, keys = env
+    for method, template in protected_routes(client.app):
+        if template == STREAM:
+            continue
+        path = concrete(template)
+        res = call(client, method, path, params={"api_key": keys["admin"]})
+        assert res.status_code == 401, (method, template, res.text)
+        assert "accepted only by" in res.json()["error"]["message"]
+
+
+def test_the_query_key_never_reaches_the_logs(env, caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    from serving.request_log import JsonFormatter
+
+    client, _, keys = env
+    secret = keys["business:b1"]
+    with caplog.at_level(logging.INFO):
+        client.get(concrete(STREAM), params={"max_events": "1", "interval_s": "0.05", "api_key": secret})
+        # uvicorn's own access line (on when KAIROS_LOG_JSON=0) has the full URL: it is redacted.
+        logging.getLogger("uvicorn.access").info('%s - "%s %s HTTP/%s" %d', "127.0.0.1:5000", "GET",
+                                                 f"{concrete(STREAM)}?max_events=1&api_key={secret}", "1.1", 200)
+    access = [r for r in caplog.records if r.name == "kairos.access"]
+    assert access and access[-1].http["path"] == concrete(STREAM)  # the path, without the query
+    uvicorn_lines = [r.getMessage() for r in caplog.records if r.name == "uvicorn.access"]
+    assert uvicorn_lines and "api_key=***" in uvicorn_lines[-1]
+    formatter = JsonFormatter()
+    # Every server-side line (the test's HTTP client logs its own URLs: not the server's logs).
+    for record in (r for r in caplog.records if not r.name.startswith("httpx")):
+        assert secret not in formatter.format(record), record.name
+        assert secret.split("_")[-1] not in record.getMessage()

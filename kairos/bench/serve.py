@@ -1,8 +1,12 @@
 """``kairos bench serve``: latency of GET suggestions under concurrent clients (Redis profile),
 beside a bare Feast ``get_online_features`` for the same users, measured in the same run.
 
-The API runs as its own processes (``kairos serve --workers N``); the clients are threads of this
-process. Besides latency and throughput it reports the CPU the server processes spent per request
+The API runs as its own processes (``kairos serve --workers N``) configured like production: auth
+on (the bench creates an ``app`` key in its temporary home's key store and the clients send it as
+``Authorization: Bearer``) and the default ranker (``bandit``, or ``--ranker transparent``). The
+bandit ranks only once it has learned from ``KAIROS_BANDIT_MIN_EXAMPLES`` labelled impressions;
+the simulated day has none, so the JSON says which ranker actually ranked. The clients are
+threads of this process. Besides latency and throughput it reports the CPU the server processes spent per request
 (and the client's), from the processes' CPU times around the measured window: on a small machine
 that, not the latency, says what a request costs.
 """
@@ -82,6 +86,33 @@ def closed_loop(clients: int, seconds: float, call: Any) -> dict[str, float]:
     return result
 
 
+def _ranking(settings: Any) -> dict[str, Any]:
+    """Which ranker the API will rank with: the configured one, and for ``bandit`` whether the
+    published bandit has learned enough to replace the transparent ranker (``LiveRanker``)."""
+    if settings.ranker != "bandit":
+        return {"ranker": settings.ranker, "ranked_by": settings.ranker}
+    from online.model_state import open_model_state
+
+    try:
+        loaded = open_model_state(settings).load("bandit")
+    except Exception as exc:  # reported, not fatal: the API falls back the same way
+        loaded, note = None, f"reading the bandit failed: {exc}"
+    else:
+        note = None
+    examples = int(getattr(loaded[1], "n_seen", 0)) if loaded is not None else 0
+    learned = examples >= settings.bandit_min_examples
+    out: dict[str, Any] = {
+        "ranker": "bandit", "bandit_published": loaded is not None, "bandit_examples": examples,
+        "bandit_min_examples": settings.bandit_min_examples, "bandit_learned": learned,
+        "ranked_by": "bandit" if learned else "transparent",
+    }
+    if not learned:
+        out["note"] = (note or f"the bandit has learned from {examples} labelled impressions, fewer than "
+                       f"KAIROS_BANDIT_MIN_EXAMPLES={settings.bandit_min_examples}: the transparent ranker ranked "
+                       "(through the live ranker's model lookup)")
+    return out
+
+
 def register(app: typer.Typer) -> None:
     @app.command("serve")
     def bench_serve(
@@ -94,6 +125,8 @@ def register(app: typer.Typer) -> None:
                                                help="Stream taste embeddings too (the taste part).")] = True,
         users: Annotated[int, typer.Option(help="Simulated users.")] = 200,
         redis_url: Annotated[str, typer.Option(help="Redis (a DB it may flush).")] = "127.0.0.1:6379,db=9",
+        ranker: Annotated[str, typer.Option(help="KAIROS_RANKER of the API: bandit (the default) or "
+                                                 "transparent.")] = "",
         as_json: Annotated[bool, typer.Option("--json", help="Print JSON (the default output).")] = True,
     ) -> None:
         """p50/p99 of GET /v1/users/{id}/suggestions beside a bare Feast read, same users, same run."""
@@ -105,14 +138,18 @@ def register(app: typer.Typer) -> None:
         from kairos.bench import emit
         from kairos.config import Settings
         from kairos.simulate import SimConfig, simulate
+        from kairos.stores.api_keys import create_key, open_api_keys
         from kairos.stores.event_store import open_event_store
         from kairos.stores.online_features import OnlineFeatures
         from kairos.stores.redis_conn import redis_client
 
+        ranker = ranker or Settings().ranker  # the production default unless asked otherwise
+        if ranker not in ("bandit", "transparent"):
+            raise typer.BadParameter(f"--ranker must be 'bandit' or 'transparent', not {ranker!r}")
         home = Path(tempfile.mkdtemp(prefix="kairos-bench-serve-"))
         project = f"serve_{int(time.time())}"
         settings = Settings(home=home, profile="redis", redis_url=redis_url, feast_project=project,
-                            recovery=False, learners=learners)
+                            recovery=False, learners=learners, ranker=ranker)
         redis_client(redis_url).flushdb()
         port = free_port()
         api = None
@@ -124,10 +161,19 @@ def register(app: typer.Typer) -> None:
             user_ids = [f"u{i:04d}" for i in range(1, users + 1)]
             known = [u for u, row in zip(user_ids, features.read("user_activity", [{"user_id": u} for u in user_ids]),
                                          strict=True) if row is not None and row.get("last_lat") is not None]
+            ranking = _ranking(settings)
+            # Auth on, like production: one unlimited ``app`` key in the bench's own key store.
+            key_store = open_api_keys(settings)
+            try:
+                _, token = create_key(key_store, "app", name="bench serve", rate_limit_per_min=0, actor="bench")
+            finally:
+                key_store.close()
             env = {**os.environ, "KAIROS_HOME": str(home), "KAIROS_PROFILE": "redis", "KAIROS_REDIS_URL": redis_url,
-                   "KAIROS_FEAST_PROJECT": project, "KAIROS_RANKER": "transparent", "KAIROS_AUTH_REQUIRED": "0",
+                   "KAIROS_FEAST_PROJECT": project, "KAIROS_RANKER": ranker, "KAIROS_AUTH_REQUIRED": "1",
                    "KAIROS_API_WORKERS": str(workers), "KAIROS_API_PORT": str(port), "HF_HUB_OFFLINE": "1"}
-            api = subprocess.Popen([sys.executable, "-m", "kairos.cli", "serve"], env=env, stderr=subprocess.DEVNULL)
+            # The server's output would mix into the bench's JSON on stdout (uvicorn's access lines).
+            api = subprocess.Popen([sys.executable, "-m", "kairos.cli", "serve"], env=env, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL)
             base = f"http://127.0.0.1:{port}"
             deadline = time.monotonic() + 120
             while time.monotonic() < deadline:
@@ -137,7 +183,10 @@ def register(app: typer.Typer) -> None:
                 except httpx.HTTPError:
                     time.sleep(0.3)
             at = datetime.now(UTC).isoformat()
-            client = httpx.Client(base_url=base, timeout=10, limits=httpx.Limits(max_connections=clients * 2))
+            client = httpx.Client(base_url=base, timeout=10, limits=httpx.Limits(max_connections=clients * 2),
+                                  headers={"Authorization": f"Bearer {token}"})
+            if client.get(f"/v1/users/{known[0]}/suggestions", params={"at": at}).status_code != 200:
+                raise RuntimeError("the API refused the bench's app key: is auth configured the same way?")
 
             def suggest(rng: random.Random) -> bool:
                 try:
@@ -172,6 +221,8 @@ def register(app: typer.Typer) -> None:
                 "server": f"kairos serve, {workers} uvicorn worker process(es); clients: {clients} threads "
                           "of the bench process, on the same machine",
                 "learners": learners,
+                "auth": "on: an app key, sent as Authorization: Bearer",
+                **ranking,
                 "users": len(known),
                 "suggestions": api_result,
                 "bare_feast_get_online_features": feast_result,
@@ -185,3 +236,7 @@ def register(app: typer.Typer) -> None:
                 api.terminate()
                 api.wait(timeout=20)
             shutil.rmtree(home, ignore_errors=True)
+            try:  # the bench's DB: leave nothing behind (features, key store, model state)
+                redis_client(redis_url).flushdb()
+            except Exception as exc:
+                print(f"could not clean Redis {redis_url}: {exc}", file=sys.stderr)

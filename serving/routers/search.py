@@ -44,6 +44,7 @@ from online.transparent_ranker import Candidate, RankContext, ScoredItem, Transp
 from serving.deps import Services, ServicesDep
 from serving.errors import ApiError
 from serving.impressions import log_impressions
+from serving.request_log import new_request_id
 from serving.schemas import (
     ERROR_RESPONSES,
     USER_ID_PATTERN,
@@ -278,7 +279,7 @@ def run_search(
     if user_id is not None:
         recorded = _record(services, source, user_id, text, lat, lon, at)
     response = SearchResponse(
-        request_id=uuid.uuid4().hex,
+        request_id=new_request_id(),  # the response's X-Request-ID when the server made it up
         query=text,
         source=source,
         understood=parsed.understood(),

@@ -9,10 +9,12 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query
+from pydantic import Field
 
 from kairos.config import Settings
 from kairos.geo import cell_of
 from online.next_intent import INTENT_MODEL, intent_hint, top_k
+from online.sequence_intent import SequenceIntent, pool
 from serving.deps import Services, ServicesDep
 from serving.errors import ApiError
 from serving.impressions import enqueue_impressions
@@ -49,6 +51,17 @@ RadiusKm = Annotated[
     ),
 ]
 Limit = Annotated[int, Query(ge=1, le=50, description="how many items to return")]
+
+
+class LocationResponse(LocationSuggestionsResponse):
+    """``POST /v1/users/{id}/location``: suggestions, the predicted next intent and its source."""
+
+    intent_model: str | None = Field(
+        None,
+        description='which model produced `intent`: "river" (the online next-intent model), '
+        '"gru:v0003" (the promoted next-category GRU), "gru:v0003+river" (their linear pool), '
+        "null when no model has learned yet",
+    )
 
 
 @router.get(
@@ -93,7 +106,7 @@ def get_suggestions(
 
 @router.post(
     "/{user_id}/location",
-    response_model=LocationSuggestionsResponse,
+    response_model=LocationResponse,
     summary="Record a location change and get fresh suggestions for that place and time",
 )
 def post_location(
@@ -102,7 +115,7 @@ def post_location(
     services: ServicesDep,
     radius_km: RadiusKm = None,
     limit: Limit = 10,
-) -> LocationSuggestionsResponse:
+) -> LocationResponse:
     radius = _radius(radius_km, services.settings)
     ts = body.ts or datetime.now(UTC)
     # The flow turns this document into a location event; its shape is the contract with the
@@ -124,26 +137,56 @@ def post_location(
     # Suggestions are computed here and now rather than after the flow catches up: the user is
     # looking at the screen. A new user is fine (cold start); an unreadable row degrades.
     user, degraded = with_fallback(lambda: read_user(services, user_id), None, "user_activity")
-    intent = predict_intent(services, user_id, ts, body.lat, body.lon, user)
+    intent, intent_model = predict_intent(services, user_id, ts, body.lat, body.lon, user)
     hint = intent_hint(intent, services.settings.intent_min_probability) if intent else None
     prefer = top_k(intent, 1)[0] if hint else None
     response = build_suggestions(
         services, user_id, body.lat, body.lon, ts, radius, limit, user, widen=radius_km is None, prefer=prefer
     )
     enqueue_impressions(services, response, user)
-    return LocationSuggestionsResponse(
+    return LocationResponse(
         **response.model_dump(exclude={"degraded"}),
         degraded=response.degraded or degraded,
         event_position=position,
         intent=[IntentOut(category=c, probability=round(intent[c], 4)) for c in top_k(intent, 3)],
         you_may_want=hint,
+        intent_model=intent_model,
     )
 
 
 def predict_intent(
     services: Services, user_id: str, at: datetime, lat: float, lon: float, user: Mapping[str, Any] | None
+) -> tuple[dict[str, float], str | None]:
+    """Next-category probabilities and the model that produced them (``({}, None)`` before any
+    model has learned).
+
+    The online model (River, published by the flow) answers for everyone; the promoted GRU
+    (``online.sequence_intent``) joins it in a linear pool for a user with enough engaged
+    categories. Nothing promoted: the online model alone, as before the GRU existed.
+    """
+    river = _predict_river(services, user_id, at, lat, lon, user)
+    gru: tuple[str, dict[str, float]] | None = None
+    weight = services.settings.sequence_intent_weight
+    if weight > 0:
+        try:
+            gru = sequence_intent(services).predict(user_id, at.timestamp())
+        except Exception:  # a model that cannot answer must not cost the user their suggestions
+            log.warning("sequence-model prediction failed for %s", user_id, exc_info=True)
+    if gru is None:
+        return river, ("river" if river else None)
+    version, probabilities = gru
+    label = f"gru:{version}" if not river or weight >= 1.0 else f"gru:{version}+river"
+    return pool(river, probabilities, weight), label
+
+
+def sequence_intent(services: Services) -> SequenceIntent:
+    """The promoted next-category GRU of this process, following the registry."""
+    return services.extra("sequence_intent", lambda s: SequenceIntent.from_settings(s.settings))
+
+
+def _predict_river(
+    services: Services, user_id: str, at: datetime, lat: float, lon: float, user: Mapping[str, Any] | None
 ) -> dict[str, float]:
-    """Next-category probabilities from the newest published intent model ({} before there is one)."""
     from online.model_state import ModelWatcher, open_model_state
 
     watcher = services.extra(
