@@ -11,8 +11,9 @@ One run, for each model:
 4. publish the candidate as a new registry version with ``report.json`` and plots beside it, and
    promote it only when it beats the current model (Recall@10 then NDCG@10; Acc@1 then Acc@3).
 
-Serving picks a promotion up by itself (:mod:`online.embeddings` hot swap; the search index
-re-embeds the catalog in the background, :class:`online.item_index.CatalogIndexer`).
+Serving picks a promotion up by itself: the text encoder through :mod:`online.embeddings` (the
+search index re-embeds the catalog in the background, :class:`online.item_index.CatalogIndexer`),
+the next-category GRU through :mod:`online.sequence_intent` (the next intent on location change).
 """
 
 from __future__ import annotations
