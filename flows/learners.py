@@ -17,6 +17,7 @@ from typing import Any
 
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
+from flows import timing
 from flows.sinks import with_backoff
 from kairos import geo
 from kairos.schema import Event
@@ -110,6 +111,7 @@ class UserLearnersPartition(StatefulSinkPartition[Event, bytes]):
     def close(self) -> None:
         with self.lock:
             self._publish()
+        timing.mark("end")
 
 
 class UserLearnersSink(FixedPartitionedSink[Event, bytes]):
@@ -159,6 +161,7 @@ class MarketModelPartition(StatefulSinkPartition[Event, bytes]):
 
     def close(self) -> None:
         self._save()
+        timing.mark("end")
 
 
 class MarketModelSink(FixedPartitionedSink[Event, bytes]):

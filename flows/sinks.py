@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
@@ -87,7 +89,12 @@ class OnlineFeatureSink(DynamicSink[FeatureRow]):
 
 class _OfflinePartition(StatefulSinkPartition[Any, None]):
     """Buffers rows; writes a Parquet part file per ``flush_rows`` rows or ``flush_s`` seconds, and
-    always before Bytewax snapshots the epoch, so nothing a snapshot counts as done is only in memory."""
+    always before Bytewax snapshots the epoch, so nothing a snapshot counts as done is only in memory.
+
+    The files are written by a thread of the partition's own: a flush of thousands of rows took
+    the worker away from the stream for a few hundred milliseconds, a stall every reader of fresh
+    features saw. ``snapshot`` and ``close`` wait until every handed-over buffer is on disk.
+    """
 
     def __init__(self, settings: Settings, writer: str) -> None:
         self.log = OfflineLog(settings.offline_dir)
@@ -98,8 +105,33 @@ class _OfflinePartition(StatefulSinkPartition[Any, None]):
         self.events: list[Event] = []
         self.rows: dict[str, list[dict[str, Any]]] = defaultdict(list)
         self.buffered = 0
+        self._queue: queue.Queue[tuple[list[Event], dict[str, list[dict[str, Any]]]] | None] = queue.Queue()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._write_files, daemon=True, name=f"offline-{writer}")
+        self._thread.start()
+
+    def _write_files(self) -> None:
+        while True:
+            job = self._queue.get()
+            try:
+                if job is None:
+                    return
+                events, rows = job
+                if self._error is None:
+                    self.log.write_events(events, self.writer)
+                    for view, view_rows in rows.items():
+                        self.log.write_rows(view, view_rows, self.writer)
+            except BaseException as exc:  # surfaced on the worker thread at the next call
+                self._error = exc
+            finally:
+                self._queue.task_done()
+
+    def _raise_error(self) -> None:
+        if self._error is not None:
+            raise RuntimeError(f"writing the offline log failed: {self._error}") from self._error
 
     def write_batch(self, items: list[Any]) -> None:
+        self._raise_error()
         for item in items:
             if isinstance(item, Event):
                 self.events.append(item)
@@ -111,17 +143,24 @@ class _OfflinePartition(StatefulSinkPartition[Any, None]):
             self.flush()
 
     def flush(self) -> None:
+        """Hand the buffer to the writing thread (returns at once)."""
         self.last_flush = time.monotonic()
-        self.log.write_events(self.events, self.writer)
-        for view, rows in self.rows.items():
-            self.log.write_rows(view, rows, self.writer)
+        if self.buffered:
+            self._queue.put((self.events, dict(self.rows)))
         self.events, self.rows, self.buffered = [], defaultdict(list), 0
 
-    def snapshot(self) -> None:
+    def _durable(self) -> None:
         self.flush()
+        self._queue.join()
+        self._raise_error()
+
+    def snapshot(self) -> None:
+        self._durable()
 
     def close(self) -> None:
-        self.flush()
+        self._durable()
+        self._queue.put(None)
+        self._thread.join()
         timing.mark("end")
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import bisect
 import json
 import math
+import operator
 import statistics
 from collections import Counter
 from dataclasses import dataclass, field
@@ -61,15 +62,24 @@ def epoch(event: Event) -> float:
     return event.ts.timestamp()
 
 
+_TIME = operator.itemgetter(0)
+_ORDER = operator.itemgetter(0, 1)
+
+
 def _window_start(records: list[tuple[Any, ...]], cutoff: float) -> int:
     """Index of the first record strictly after ``cutoff`` (records sorted by time)."""
-    return bisect.bisect_right(records, cutoff, key=lambda r: r[0])
+    if not records or records[0][0] > cutoff:  # the usual case: nothing has left the window
+        return 0
+    return bisect.bisect_right(records, cutoff, key=_TIME)
 
 
 def _insert(records: list[tuple[Any, ...]], record: tuple[Any, ...], as_of: float, max_s: float) -> None:
     """Insert in event-time order, then forget what no window can see any more."""
     if record[0] > as_of - max_s:
-        bisect.insort(records, record, key=lambda r: (r[0], r[1]))
+        if not records or _ORDER(record) >= _ORDER(records[-1]):
+            records.append(record)  # in order, as most events come: where insort would put it
+        else:
+            bisect.insort(records, record, key=_ORDER)
     del records[: _window_start(records, as_of - max_s)]
 
 

@@ -3,6 +3,8 @@
 #
 #   docker compose (one process):   run-flow.sh
 #   Kubernetes StatefulSet of N:    KAIROS_FLOW_PROCESSES=N KAIROS_FLOW_SERVICE=<headless service> run-flow.sh
+#   the learning flow (one process, its own recovery directory):
+#       KAIROS_FLOW_IMPORT='flows.dataflow:learning_flow_from_env()' KAIROS_RECOVERY_DIR=/recovery-learners run-flow.sh
 #
 # In a cluster the process id is the pod ordinal (host name kairos-flow-3 -> 3) and the addresses
 # are the pods' stable DNS names behind the headless service, port KAIROS_FLOW_PORT.

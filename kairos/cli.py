@@ -13,18 +13,22 @@ import typer
 from rich.console import Console
 
 from kairos.bench import bench_app
+from kairos.cli_keys import keys_app
+from kairos.cli_train import train_app
 from kairos.config import Settings
 from kairos.ingest.cli import ingest_app
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing may download weights at run time
 
 app = typer.Typer(help="Kairos: streaming features, online learning and suggestions.", no_args_is_help=True)
-flow_app = typer.Typer(help="The Bytewax feature flow.", no_args_is_help=True)
+flow_app = typer.Typer(help="The Bytewax flows: features, and the learners beside them.", no_args_is_help=True)
 deadletters_app = typer.Typer(help="Documents the flow could not decode.", no_args_is_help=True)
 app.add_typer(flow_app, name="flow")
 app.add_typer(deadletters_app, name="deadletters")
 app.add_typer(bench_app(), name="bench")
 app.add_typer(ingest_app, name="ingest")
+app.add_typer(train_app, name="train")
+app.add_typer(keys_app, name="keys")
 console = Console()
 
 HomeOption = Annotated[Path | None, typer.Option("--home", help="Overrides KAIROS_HOME.")]
@@ -65,29 +69,44 @@ def flow_run(
     progress: Annotated[str, typer.Option(help="bar, lines (plain 'progress N' lines) or none.")] = "bar",
     home: HomeOption = None,
 ) -> None:
-    """Run the feature flow over the event log in this process (resumes from its last snapshot)."""
+    """Run the feature flow over the event log in this process and the learning flow beside it as a
+    process of its own (KAIROS_LEARNERS=0: features only); both resume from their last snapshots."""
     from flows.runner import run_flow
 
     if progress not in ("bar", "lines", "none"):
         raise typer.BadParameter("--progress must be bar, lines or none")
     report = run_flow(_settings(home), follow=follow, progress=progress)  # type: ignore[arg-type]
     console.print(f"processed {report.records} records in {report.seconds:.1f} s ({report.per_second:,.0f}/s)"
-                  + (" (resumed from the last snapshot)" if report.resumed else ""))
+                  + (" (resumed from the last snapshot)" if report.resumed else "")
+                  + (f"; learners caught up after {report.learning_seconds:.1f} s"
+                     if report.learning_seconds is not None else ""))
 
 
 @app.command()
 def serve(
     host: Annotated[str | None, typer.Option(help="Overrides KAIROS_API_HOST.")] = None,
     port: Annotated[int | None, typer.Option(help="Overrides KAIROS_API_PORT.")] = None,
+    workers: Annotated[int | None, typer.Option(min=1, help="Overrides KAIROS_API_WORKERS.")] = None,
     home: HomeOption = None,
 ) -> None:
-    """Serve the HTTP API (OpenAPI docs at /docs)."""
+    """Serve the HTTP API (OpenAPI docs at /docs), in KAIROS_API_WORKERS processes."""
     import uvicorn
 
     from serving.app import create_app
 
     settings = _settings(home)
-    uvicorn.run(create_app(settings), host=host or settings.api_host, port=port or settings.api_port)
+    n = workers or settings.api_workers
+    if n < 1:
+        raise typer.BadParameter(f"KAIROS_API_WORKERS must be at least 1, not {n}")
+    host, port = host or settings.api_host, port or settings.api_port
+    if n == 1:
+        uvicorn.run(create_app(settings), host=host, port=port)
+        return
+    # Worker processes import the app themselves: pass the factory, and the home through the
+    # environment (every other setting is already there, each worker reads it with from_env).
+    if home is not None:
+        os.environ["KAIROS_HOME"] = str(home)
+    uvicorn.run("serving.app:create_app", factory=True, host=host, port=port, workers=n)
 
 
 @deadletters_app.command("list")

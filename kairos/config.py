@@ -60,12 +60,34 @@ class Settings:
     #: API bind address for ``kairos serve``.
     api_host: str = "127.0.0.1"
     api_port: int = 8000
+    #: Worker processes of ``kairos serve`` (uvicorn ``--workers``); each holds its own caches.
+    api_workers: int = 1
     #: Every API route asks for an API key of the right scope (``Authorization: Bearer <key>``).
     #: Off only for tests and embedded experiments; see ``kairos keys``.
     auth_required: bool = True
+    #: Verified API keys are cached this long in each API process: a revocation takes effect
+    #: within this many seconds everywhere, and the key store is read at most once per key per period.
+    api_key_cache_s: float = 2.0
+    #: Per-key usage counters are buffered in memory and written to the key store this often.
+    api_usage_flush_s: float = 5.0
+    #: Rate limit (requests per minute) of keys created without ``--rate-limit``; 0: unlimited.
+    api_key_rate_limit_per_min: int = 0
+    #: ``/metrics``: how often the costlier gauges (event count, feature freshness, dead letters,
+    #: model versions) are sampled; a scrape reads the last sample.
+    metrics_sample_s: float = 15.0
+    #: Structured JSON log lines (one per request, with its request id) when ``kairos serve`` runs.
+    log_json: bool = True
     #: Default search radius of suggestions, and its hard upper bound.
     suggest_radius_km: float = 3.0
     max_radius_km: float = 50.0
+    #: Suggestions keep the candidates around a point (catalog items with their ``item_stats`` and
+    #: area prices) per H3 cell for this long, refreshed in the background; 0 turns the cache off.
+    suggest_cache_ttl_s: float = 5.0
+    #: H3 resolution of the cells that candidate cache is keyed by (7: about 5 km²).
+    suggest_cache_resolution: int = 7
+    #: Impressions wait in a queue of this many responses for the background writer; when it is
+    #: full the request writes its own (slower, never lost).
+    impression_queue_size: int = 10000
     #: How often a tailing flow polls the event store when it is caught up.
     poll_interval_s: float = 0.2
     #: Records a source partition reads per batch.
@@ -95,7 +117,8 @@ class Settings:
     media_max_image_mb: float = 10.0
     media_max_video_mb: float = 200.0
 
-    #: Run the per-user learners (next intent, taste embeddings) inside the feature flow.
+    #: ``kairos flow run`` also runs the learning flow (bandit, next intent, taste embeddings,
+    #: market model) beside the feature flow, as a process of its own.
     learners: bool = True
     #: Search: how often the item index picks up catalog changes, and its H3 bucket resolution.
     search_refresh_s: float = 1.0
@@ -116,6 +139,18 @@ class Settings:
     #: The flow publishes learned models this often; the API polls for new versions this often.
     model_publish_interval_s: float = 1.0
     model_poll_interval_s: float = 0.5
+    #: The shared text encoder (MiniLM, or its promoted fine-tuned version in the model registry)
+    #: looks at the registry's pointer this often; a new version loads in the background.
+    text_model_check_s: float = 5.0
+    #: The API looks at the promoted next-category GRU (registry ``next_category``) this often;
+    #: a new version loads in the background. It re-reads users' engaged categories from the
+    #: offline log every ``sequence_history_refresh_s``.
+    sequence_model_check_s: float = 5.0
+    sequence_history_refresh_s: float = 2.0
+    #: The GRU joins the online next-intent model for a user with at least this many engaged
+    #: categories, with this share of a linear pool (0: never; 1: the GRU alone).
+    sequence_min_history: int = 3
+    sequence_intent_weight: float = 0.5
     #: The bandit serves once it has learned from this many impressions.
     bandit_min_examples: int = 100
 

@@ -320,8 +320,10 @@ class _Doc:
 
     def first(self, aliases: tuple[str, ...]) -> tuple[str, Any] | None:
         """(alias, value) of the first alias present; None, "" and [] count as absent."""
+        data = self.data
         for alias in aliases:
-            value = _get(self.data, alias)
+            # Most aliases are plain top-level keys: a dict lookup, not a path walk (hot path).
+            value = data.get(alias, _MISSING) if alias in data or "." not in alias else _get(data, alias)
             if value is _MISSING or value is None:
                 continue
             if isinstance(value, str) and not value.strip():
@@ -858,7 +860,17 @@ def _json_safe(value: Any, depth: int = 0) -> Any:
     if isinstance(value, date):
         return value.isoformat()
     if isinstance(value, dict):
-        return {str(k): _json_safe(v, depth + 1) for k, v in value.items()}
+        out: dict[str, Any] = {}
+        for k, v in value.items():
+            # Leaves inline (most values are text and numbers): no call per value on the hot path.
+            kind = type(v)
+            if kind is str or kind is int or v is None or kind is bool:
+                out[k if type(k) is str else str(k)] = v
+            elif kind is float:
+                out[k if type(k) is str else str(k)] = v if math.isfinite(v) else None
+            else:
+                out[k if type(k) is str else str(k)] = _json_safe(v, depth + 1)
+        return out
     if isinstance(value, (list, tuple, set, frozenset)):
         return [_json_safe(v, depth + 1) for v in value]
     if hasattr(value, "item") and callable(value.item):  # NumPy scalars

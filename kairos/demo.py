@@ -92,6 +92,25 @@ def start_api(settings: Settings) -> tuple[Any, threading.Thread]:
     raise RuntimeError(f"the API did not answer on {base} within 60 s")
 
 
+def demo_keys(settings: Settings, console: Console, business_id: str) -> dict[str, str]:
+    """An app, an analyst, an admin and one business key, created and printed (shown only once)."""
+    from kairos.stores.api_keys import create_key, open_api_keys
+
+    store = open_api_keys(settings)
+    try:
+        tokens = {scope: create_key(store, scope, name=f"demo {scope}", actor="demo")[1]
+                  for scope in ("app", "analyst", "admin", f"business:{business_id}")}
+    finally:
+        store.close()
+    table = Table(title="API keys (send as Authorization: Bearer <key>)", title_justify="left")
+    table.add_column("scope", no_wrap=True)
+    table.add_column("key", no_wrap=True)
+    for scope, token in tokens.items():
+        table.add_row(scope, token)
+    console.print(table)
+    return tokens
+
+
 def show(console: Console, title: str, response: dict[str, Any]) -> None:
     table = Table(title=title, title_justify="left", expand=False)
     for column in ("#", "item", "category", "price", "km", "score"):
@@ -135,10 +154,12 @@ def run_demo(settings: Settings, days: int, seed: int, serve: bool, console: Con
     server, thread = start_api(settings)
     base = f"http://{settings.api_host}:{settings.api_port}"
     console.print(f"API on {base} (OpenAPI docs at {base}/docs)")
+    tokens = demo_keys(settings, console, business_id="b0001")
     resident_row, traveller_row = pick_users(settings)
     resident, traveller = resident_row["user_id"], traveller_row["user_id"]
     now = datetime.now(timezone.utc).isoformat()
-    with httpx.Client(base_url=base, timeout=30) as client:
+    app_key = {"Authorization": f"Bearer {tokens['app']}"}
+    with httpx.Client(base_url=base, timeout=30, headers=app_key) as client:
         console.rule(f"[bold]4. suggestions for resident {resident}")
         console.print(f"{resident}: {describe(resident_row)}")
         res = client.get(f"/v1/users/{resident}/suggestions", params={"at": now})

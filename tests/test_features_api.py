@@ -20,6 +20,8 @@ from kairos.stores.offline_log import OfflineLog
 from serving.app import create_app
 from serving.deps import Services
 
+#: Reset when the module's app is built: ages are measured against the wall clock, and in a full run
+#: the fixture starts minutes after this module is imported.
 NOW = time.time()
 HOUR, DAY = 3600.0, 86400.0
 CELL_A = cell_of(40.758, -73.9855, 8)
@@ -45,6 +47,8 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     settings = Settings(home=tmp_path_factory.mktemp("features_api"), feast_project=f"fv{uuid.uuid4().hex[:8]}",
                         auth_required=False, ranker="transparent")
     services = Services.start(settings)
+    global NOW
+    NOW = time.time()
     services.features.write("user_activity", [
         row("user_activity", user_id="ana", as_of=NOW - 30, location_count_24h=7, top_category="spa"),
     ])

@@ -56,10 +56,10 @@ def test_every_yaml_file_parses():
 def test_compose_runs_a_replica_set_redis_the_flow_and_the_api():
     compose = load_all(INFRA / "docker-compose.yml")[0]
     services = compose["services"]
-    assert set(services) == {"mongo", "mongo-init", "redis", "flow", "api"}
+    assert set(services) == {"mongo", "mongo-init", "redis", "flow", "learners", "api"}
     assert services["mongo"]["image"] == "mongo:7" and "--replSet" in services["mongo"]["command"]
     assert "rs.initiate" in " ".join(services["mongo-init"]["command"])
-    for name in ("flow", "api"):
+    for name in ("flow", "learners", "api"):
         env = services[name]["environment"]
         assert env["KAIROS_EVENT_STORE"] == "mongo" and env["KAIROS_PROFILE"] == "redis"
         assert env["KAIROS_MONGO_URL"].startswith("mongodb://mongo:27017") and "replicaSet=rs0" in env["KAIROS_MONGO_URL"]
@@ -67,6 +67,13 @@ def test_compose_runs_a_replica_set_redis_the_flow_and_the_api():
         assert set(env) <= known_variables(), set(env) - known_variables()
         assert services[name]["depends_on"]["mongo-init"]["condition"] == "service_completed_successfully"
     assert services["flow"]["command"] == ["/app/infra/run-flow.sh"]
+    # The learners run as a flow of their own, with their own recovery volume.
+    learners = services["learners"]
+    assert learners["command"] == ["/app/infra/run-flow.sh"]
+    assert learners["environment"]["KAIROS_FLOW_IMPORT"] == "flows.dataflow:learning_flow_from_env()"
+    assert "KAIROS_FLOW_IMPORT" not in services["flow"]["environment"]  # the feature flow
+    assert {v.split(":")[0] for v in learners["volumes"]} & {v.split(":")[0] for v in services["flow"]["volumes"]} \
+        == {"kairos-home"}
     assert services["flow"]["build"] == {"context": "..", "dockerfile": "infra/Dockerfile"}
     assert services["api"]["command"][:3] == ["uvicorn", "serving.app:create_app", "--factory"]
     assert (ROOT / services["flow"]["build"]["dockerfile"]).exists()
@@ -86,7 +93,8 @@ def test_kubernetes_objects_agree_with_each_other():
     # Every workload's pods are found by a Service whose selector matches their labels.
     services = [o for o in objects if o["kind"] == "Service"]
     for kind, name, replicas in (("StatefulSet", "mongo", 3), ("StatefulSet", "redis-cluster", 6),
-                                 ("StatefulSet", "kairos-flow", 2), ("Deployment", "kairos-api", 2)):
+                                 ("StatefulSet", "kairos-flow", 2), ("StatefulSet", "kairos-learners", 1),
+                                 ("Deployment", "kairos-api", 2)):
         workload = by_kind_name[(kind, name)]
         labels = workload["spec"]["template"]["metadata"]["labels"]
         assert workload["spec"]["selector"]["matchLabels"].items() <= labels.items()
@@ -108,6 +116,10 @@ def test_kubernetes_objects_agree_with_each_other():
     assert recovery["recovery"] == env["KAIROS_RECOVERY_DIR"]
     assert [t["metadata"]["name"] for t in flow["spec"]["volumeClaimTemplates"]] == ["recovery"]
     assert container["command"] == ["/app/infra/run-flow.sh"]
+    learners = by_kind_name[("StatefulSet", "kairos-learners")]["spec"]["template"]["spec"]["containers"][0]
+    learners_env = {e["name"]: e.get("value") for e in learners["env"]}
+    assert learners_env["KAIROS_FLOW_IMPORT"] == "flows.dataflow:learning_flow_from_env()"
+    assert "KAIROS_FLOW_IMPORT" not in env and set(learners_env) <= known_variables()
 
     config = by_kind_name[("ConfigMap", "kairos-config")]["data"]
     assert set(config) - {"HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"} <= known_variables()

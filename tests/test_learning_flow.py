@@ -19,7 +19,7 @@ from serving.app import create_app
 
 
 def test_learners_in_the_flow_and_intent_on_location_change(tmp_path):
-    settings = Settings(home=tmp_path, feast_project="learning_flow", ranker="transparent")
+    settings = Settings(home=tmp_path, feast_project="learning_flow", auth_required=False, ranker="transparent")
     simulate(open_event_store(settings), SimConfig(seed=4, days=1, n_users=60, n_businesses=30), settings.sim_dir)
     run_flow(settings, progress=False)
 

@@ -61,7 +61,7 @@ def test_flow_survives_a_redis_restart_mid_stream(tmp_path, own_redis):
 
 def test_api_serves_last_known_values_while_redis_is_down(tmp_path, own_redis):
     home = tmp_path / "home"
-    settings = Settings(home=home, profile="redis", redis_url=own_redis.url, feast_project="outage_api",
+    settings = Settings(home=home, profile="redis", redis_url=own_redis.url, feast_project="outage_api", auth_required=False,
                         epoch_interval_s=0.5)
     simulate(open_event_store(settings), SimConfig(seed=9, days=1, n_users=60, n_businesses=30), settings.sim_dir)
     from flows.runner import run_flow

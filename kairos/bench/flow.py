@@ -1,5 +1,7 @@
-"""``kairos bench flow``: events/s through the full flow with 1 and 2 processes, beside a
-pass-through flow over the same source and data (the ceiling), all in one run."""
+"""``kairos bench flow``: events/s through the feature flow with 1 and 2 processes, beside a
+pass-through flow over the same source and data (the ceiling), all in one run; and the learning
+flow's own rate (it runs beside the feature flow, as a process of its own, in the default
+deployment, so it is not on the features' path)."""
 
 from __future__ import annotations
 
@@ -17,9 +19,8 @@ import typer
 from kairos.net import free_port
 
 FULL = "flows.dataflow:flow_from_env(follow=False)"
+LEARNING = "flows.dataflow:learning_flow_from_env(follow=False)"
 PASSTHROUGH = "flows.passthrough:passthrough_from_env()"
-
-
 
 
 def run_variant(base: Path, root: Path, name: str, flow: str, processes: int, env_extra: dict[str, str]) -> float:
@@ -41,10 +42,12 @@ def run_variant(base: Path, root: Path, name: str, flow: str, processes: int, en
         addresses = ";".join(f"127.0.0.1:{free_port()}" for _ in range(processes))
         procs = [subprocess.Popen([*cmd, "-i", str(i), "-a", addresses], env=env, stderr=subprocess.PIPE, text=True)
                  for i in range(processes)]
-    for proc in procs:
-        _, err = proc.communicate()
-        if proc.returncode != 0:
-            raise RuntimeError(f"{name} failed:\n{err[-3000:]}")
+    errors = [proc.communicate()[1] for proc in procs]
+    failed = [f"process {i} (exit {proc.returncode}):\n{err[-3000:]}" for i, (proc, err)
+              in enumerate(zip(procs, errors, strict=True))
+              if proc.returncode != 0]
+    if failed:
+        raise RuntimeError(f"{name} failed:\n" + "\n".join(failed))
     start, end = span(timing_file)
     return end - start
 
@@ -60,7 +63,8 @@ def register(app: typer.Typer) -> None:
             "127.0.0.1:6379,db=9",
         as_json: Annotated[bool, typer.Option("--json", help="Print JSON (the default output).")] = True,
     ) -> None:
-        """Events/s of the full flow (1 and 2 processes) beside a pass-through flow, same data."""
+        """Events/s of the feature flow (1 and 2 processes) beside a pass-through flow, same data;
+        and of the learning flow (1 process)."""
         from kairos.bench import emit
         from kairos.config import Settings
         from kairos.simulate import SimConfig, simulate
@@ -79,8 +83,9 @@ def register(app: typer.Typer) -> None:
 
                 redis_client(redis_url).flushdb()
             results: dict[str, Any] = {}
+            load_before = os.getloadavg()
             for name, flow, processes in (("passthrough", PASSTHROUGH, 1), ("full_1_process", FULL, 1),
-                                          ("full_2_processes", FULL, 2)):
+                                          ("full_2_processes", FULL, 2), ("learning_flow_1_process", LEARNING, 1)):
                 print(f"running {name} …", file=sys.stderr)
                 seconds = run_variant(base, root, name, flow, processes, env)
                 results[name] = {"seconds": round(seconds, 3), "events_per_s": round(summary.total / seconds)}
@@ -90,6 +95,10 @@ def register(app: typer.Typer) -> None:
                 "records": summary.total,
                 "profile": profile,
                 "cpus": os.cpu_count(),
+                # Other work on the machine while it ran (1-minute load averages before and after).
+                "load_average_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
+                "full_flow": "the feature flow (decode, dead letters, features, online/offline/catalog "
+                             "sinks); the learners run as a flow of their own: learning_flow_1_process",
                 **results,
                 "ratio_1_process_to_passthrough": round(results["full_1_process"]["events_per_s"] / ceiling, 3),
                 "ratio_2_processes_to_passthrough": round(results["full_2_processes"]["events_per_s"] / ceiling, 3),

@@ -1,5 +1,10 @@
 """``kairos bench freshness``: time from an event's append to its feature being readable online,
-at a steady event rate, with the flow tailing the log (Redis profile by default)."""
+at a steady event rate, with the flow tailing the log (Redis profile by default).
+
+The flow runs in its default configuration, ``kairos flow run --follow``: the feature flow with
+recovery snapshots, and the learning flow beside it as a process of its own. Only the store
+locations (home, Redis, Feast project) are the bench's; ``KAIROS_LEARNERS=0`` and any other
+``KAIROS_*`` variable in the environment still apply, and the JSON says what ran."""
 
 from __future__ import annotations
 
@@ -69,8 +74,8 @@ def register(app: typer.Typer) -> None:
         features = OnlineFeatures(settings)
         store = open_event_store(settings)
         env = {**os.environ, "KAIROS_HOME": str(home), "KAIROS_PROFILE": profile, "KAIROS_REDIS_URL": redis_url,
-               "KAIROS_FEAST_PROJECT": project, "KAIROS_RECOVERY": "0", "KAIROS_POLL_INTERVAL_S": "0.02",
-               "KAIROS_EPOCH_INTERVAL_S": "1"}
+               "KAIROS_FEAST_PROJECT": project}
+        ran = Settings.from_env(home=home)  # what the flow process will read (besides the stores above)
         flow = subprocess.Popen([sys.executable, "-m", "kairos.cli", "flow", "run", "--follow", "--progress", "none"],
                                 env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         probes: dict[str, tuple[float, float]] = {}  # user -> (event ts, appended at)
@@ -149,6 +154,9 @@ def register(app: typer.Typer) -> None:
                 "p99_s": round(percentile(latencies, 0.99), 4),
                 "max_s": round(max(latencies), 4) if latencies else None,
                 "goal_p99_s": 1.0,
+                "flow": {"learners_beside": ran.learners, "recovery": ran.recovery,
+                         "epoch_interval_s": ran.epoch_interval_s, "poll_interval_s": ran.poll_interval_s},
+                "load_average_1m_end": round(os.getloadavg()[0], 2),
                 "cpus": os.cpu_count(),
             })
         finally:

@@ -91,3 +91,26 @@ class OfflineLog:
         if not files:
             return schema.empty_table().to_pandas()
         return pa.concat_tables([pq.read_table(f, schema=schema) for f in files]).to_pandas()
+
+    def read_rows_where(self, view: str, equals: dict[str, str] | None = None,
+                        since: pd.Timestamp | None = None, columns: list[str] | None = None) -> pd.DataFrame:
+        """Feature rows of one view, filtered while reading (entity values, ``event_timestamp >=
+        since``; only ``columns`` if given), in write order as far as the files tell it (part files
+        by modification time, rows in file order), so that of two rows with the same event time the
+        later one is last. Read-only helper for the analysts' feature views (history, statistics)."""
+        schema = feature_schema(view)
+        if columns is not None:
+            # A filtered column must be read to be filtered on.
+            wanted = [*dict.fromkeys([*columns, *(equals or {}), *(["event_timestamp"] if since is not None else [])])]
+            schema = pa.schema([schema.field(c) for c in wanted])
+        folder = self.features_dir(view)
+        files = list(folder.glob("part-*.parquet")) if folder.exists() else []
+        files.sort(key=lambda f: (f.stat().st_mtime_ns, f.name))
+        filters: list[tuple[str, str, Any]] = [(k, "=", v) for k, v in (equals or {}).items()]
+        if since is not None:
+            filters.append(("event_timestamp", ">=", since))
+        tables = [pq.read_table(f, schema=schema, filters=filters or None) for f in files]
+        if not tables:
+            return schema.empty_table().to_pandas()
+        rows = pa.concat_tables(tables).to_pandas()
+        return rows.drop_duplicates(keep="last").reset_index(drop=True)

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import logging
 import math
+import struct
 import warnings
+from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
@@ -55,6 +57,9 @@ class OnlineFeatures:
         self.store = FeatureStore(config=repo_config(settings))
         self._provider_cache: Any = None
         self._views: dict[str, Any] = {}
+        self._writers: dict[str, Callable[[list[dict[str, Any]]], None]] = {}
+        #: Serialised entity keys by (view, key values): the same entities are written again and again.
+        self._entity_keys: dict[tuple[str, tuple[str, ...]], bytes] = {}
         if apply:
             self.apply()
 
@@ -69,12 +74,106 @@ class OnlineFeatures:
     def write(self, view: str, rows: list[dict[str, Any]]) -> None:
         """Upsert rows (entity keys + fields + ``as_of``) of one view into the online store.
 
-        Goes straight to the online store's ``online_write_batch`` with protos built here: Feast's
-        ``write_to_online_store`` converts through a DataFrame and Arrow per call, which cost more
-        than the write itself on the flow's hot path.
+        On the flow's hot path. For Feast's SQLite and Redis online stores the stored bytes are
+        built here and written in one statement batch / one pipeline, **exactly** as Feast's
+        ``online_write_batch`` lays them out (same keys, hash fields, serialised values and
+        timestamps; ``tests/test_online_write.py`` compares the two byte for byte), so Feast reads
+        them as its own. Feast's path built a protobuf per value and sent one SQLite statement per
+        (entity, feature); its ``write_to_online_store`` went through a DataFrame and Arrow.
+        Any other online store configuration goes through Feast's ``online_write_batch``.
         """
         if not rows:
             return
+        writer = self._writers.get(view)
+        if writer is None:
+            writer = self._writers[view] = self._writer_for(view)
+        writer(rows)
+
+    def _writer_for(self, view: str) -> Callable[[list[dict[str, Any]]], None]:
+        from feast.infra.online_stores.redis import RedisOnlineStore
+        from feast.infra.online_stores.sqlite import SqliteOnlineStore
+
+        config = self.store.config
+        online = config.online_store
+        store = self._provider().online_store
+        fv = self._feature_view(view)
+        if (isinstance(store, SqliteOnlineStore) and not getattr(online, "vector_enabled", False)
+                and not getattr(online, "enable_openai_compatible_store", False)):
+            return self._sqlite_writer(view, store, fv)
+        if (isinstance(store, RedisOnlineStore) and online.skip_dedup and not online.key_ttl_seconds
+                and online.redis_type == "redis"):
+            return self._redis_writer(view, store, fv)
+        return lambda rows: self._feast_write(view, rows)
+
+    def _entity_key_bytes(self, view: str, spec: ViewSpec, row: dict[str, Any]) -> bytes:
+        values = tuple(str(row[e]) for e in spec.entities)
+        cached = self._entity_keys.get((view, values))
+        if cached is None:
+            from feast.infra.key_encoding_utils import serialize_entity_key
+
+            if len(self._entity_keys) > 500_000:  # bounded: a long run sees many entities
+                self._entity_keys.clear()
+            cached = serialize_entity_key(
+                EntityKeyProto(join_keys=list(spec.entities), entity_values=[ValueProto(string_val=v) for v in values]),
+                entity_key_serialization_version=self.store.config.entity_key_serialization_version)
+            self._entity_keys[(view, values)] = cached
+        return cached
+
+    def _sqlite_writer(self, view: str, store: Any, fv: Any) -> Callable[[list[dict[str, Any]]], None]:
+        from feast.infra.online_stores.sqlite import _quote_id, _table_id
+        from feast.utils import to_naive_utc
+
+        config = self.store.config
+        spec = VIEWS[view]
+        table = _table_id(config.project, fv, config.registry.enable_online_feature_view_versioning)
+        sql = (f"INSERT INTO {_quote_id(table)} (entity_key, feature_name, value, value_text, event_ts, created_ts) "
+               "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(entity_key, feature_name) DO UPDATE SET "
+               "value = excluded.value, value_text = excluded.value_text, event_ts = excluded.event_ts, "
+               "created_ts = excluded.created_ts;")
+        encoders = [(f.name, _ENCODERS[f.dtype]) for f in spec.fields]
+
+        def write(rows: list[dict[str, Any]]) -> None:
+            params = []
+            for row in rows:
+                key = self._entity_key_bytes(view, spec, row)
+                ts = to_naive_utc(datetime.fromtimestamp(float(row["as_of"]), timezone.utc))
+                for name, encode in encoders:
+                    value, text = encode(row.get(name))
+                    params.append((key, name, value, text, ts, None))
+            conn = store._get_conn(config)
+            with conn:
+                conn.executemany(sql, params)
+
+        return write
+
+    def _redis_writer(self, view: str, store: Any, fv: Any) -> Callable[[list[dict[str, Any]]], None]:
+        from feast.infra.online_stores.helpers import _mmh3
+        from feast.infra.online_stores.redis import _versioned_fv_name
+        from google.protobuf.timestamp_pb2 import Timestamp
+
+        config = self.store.config
+        spec = VIEWS[view]
+        fv_name = _versioned_fv_name(fv, config)
+        ts_field = f"_ts:{fv_name}"
+        project = config.project.encode("utf-8")
+        encoders = [(_mmh3(f"{fv_name}:{f.name}"), f.name, _ENCODERS[f.dtype]) for f in spec.fields]
+
+        def write(rows: list[dict[str, Any]]) -> None:
+            client = store._get_client(config.online_store)
+            with client.pipeline(transaction=False) as pipe:
+                for row in rows:
+                    ts = Timestamp()
+                    ts.FromDatetime(datetime.fromtimestamp(float(row["as_of"]), timezone.utc))
+                    mapping: dict[Any, bytes] = {ts_field: ts.SerializeToString()}
+                    for field_key, name, encode in encoders:
+                        mapping[field_key] = encode(row.get(name))[0]
+                    pipe.hset(self._entity_key_bytes(view, spec, row) + project, mapping=mapping)
+                pipe.execute()
+
+        return write
+
+    def _feast_write(self, view: str, rows: list[dict[str, Any]]) -> None:
+        """Feast's own write path (and the reference the fast paths are tested against)."""
         spec = VIEWS[view]
         data = [
             (
@@ -121,6 +220,57 @@ class OnlineFeatures:
     def read_one(self, view: str, key: dict[str, str]) -> dict[str, Any] | None:
         return self.read(view, [key])[0]
 
+    # -- serving's fast read path (added for issue #4; the methods above are unchanged) ---------
+
+    def read_fast(self, view: str, keys: list[dict[str, str]],
+                  fields: tuple[str, ...] | None = None) -> list[dict[str, Any] | None]:
+        """The same rows as :meth:`read`, from the online store's ``online_read`` directly.
+
+        Feast stays the store of record (same keys, same hash fields, same ``ValueProto`` bytes):
+        this only skips what ``get_online_features`` does around the read on every call (registry
+        lookups, entity preparation, a response proto, ``to_dict``), which cost the API more CPU
+        than the Redis round trip itself. Entity keys are built once per key and kept.
+        """
+        if not keys:
+            return []
+        spec = VIEWS[view]
+        names = spec.field_names if fields is None else [*dict.fromkeys([*fields, "as_of"])]
+        entity_keys = [self._entity_key(spec, key) for key in keys]
+        # online_read appends its timestamp field to the list it is given: hand it a copy.
+        results = self._provider().online_read(self.store.config, self._feature_view(view), entity_keys,
+                                               list(names))
+        out: list[dict[str, Any] | None] = []
+        for key, (_, values) in zip(keys, results, strict=True):
+            if not values:
+                out.append(None)
+                continue
+            row = {name: _python_value(values.get(name)) for name in names}
+            out.append(None if row.get("as_of") is None else {**key, **row})
+        return out
+
+    def _entity_key(self, spec: ViewSpec, key: dict[str, str]) -> EntityKeyProto:
+        cache: dict[tuple[Any, ...], EntityKeyProto] | None = getattr(self, "_entity_key_cache", None)
+        if cache is None or len(cache) > 200_000:  # bounded: a long-running API meets many keys
+            cache = self._entity_key_cache = {}
+        values = tuple(str(key[e]) for e in spec.entities)
+        cached = cache.get((spec.entities, values))
+        if cached is None:
+            cached = EntityKeyProto(join_keys=list(spec.entities),
+                                    entity_values=[ValueProto(string_val=v) for v in values])
+            cache[(spec.entities, values)] = cached
+        return cached
+
+
+def _python_value(value: ValueProto | None) -> Any:
+    """The Python value of a stored ``ValueProto`` as :meth:`OnlineFeatures.read` returns it
+    (the views hold only scalar int, float, str and bool fields; NaN and "no value" are ``None``)."""
+    if value is None:
+        return None
+    kind = value.WhichOneof("val")
+    if kind is None:
+        return None
+    return _clean(getattr(value, kind))
+
 
 def _to_proto(value: Any, dtype: str) -> ValueProto:
     """A Feast value; None and NaN are stored as "no value" (read back as None)."""
@@ -133,6 +283,55 @@ def _to_proto(value: Any, dtype: str) -> ValueProto:
     if dtype == "bool":
         return ValueProto(bool_val=bool(value))
     return ValueProto(string_val=str(value))
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+# Serialised feast.types.Value messages (the bytes ``_to_proto(...).SerializeToString()`` gives)
+# and Feast's SQLite ``value_text``: fields int64_val = 4 (varint), double_val = 5 (64-bit),
+# bool_val = 7 (varint), string_val = 2 (length-delimited). Oneof members are written even when
+# zero. Negative int64 values are ten-byte two's-complement varints.
+def _encode_int(value: Any) -> tuple[bytes, str | None]:
+    if _missing(value):
+        return b"", None
+    n = int(value)
+    return b"\x20" + _varint(n & 0xFFFFFFFFFFFFFFFF), str(n)
+
+
+def _encode_float(value: Any) -> tuple[bytes, str | None]:
+    if _missing(value):
+        return b"", None
+    x = float(value)
+    return b"\x29" + struct.pack("<d", x), str(x)
+
+
+def _encode_bool(value: Any) -> tuple[bytes, str | None]:
+    if _missing(value):
+        return b"", None
+    return (b"\x38\x01", "True") if value else (b"\x38\x00", "False")
+
+
+def _encode_str(value: Any) -> tuple[bytes, str | None]:
+    if _missing(value):
+        return b"", None
+    text = str(value)
+    raw = text.encode("utf-8")
+    return b"\x12" + _varint(len(raw)) + raw, text
+
+
+_ENCODERS: dict[str, Callable[[Any], tuple[bytes, str | None]]] = {
+    "int": _encode_int, "float": _encode_float, "bool": _encode_bool, "str": _encode_str}
 
 
 def _clean(value: Any) -> Any:
