@@ -73,7 +73,9 @@ def start_api(settings: Settings) -> tuple[Any, threading.Thread]:
 
     from serving.app import create_app
 
-    config = uvicorn.Config(create_app(settings), host=settings.api_host, port=settings.api_port,
+    # JSON request logs would interleave with the demo's own output: the in-process API logs only
+    # warnings (``kairos serve`` logs every request).
+    config = uvicorn.Config(create_app(settings.with_(log_json=False)), host=settings.api_host, port=settings.api_port,
                             log_level="warning")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
@@ -102,12 +104,10 @@ def demo_keys(settings: Settings, console: Console, business_id: str) -> dict[st
                   for scope in ("app", "analyst", "admin", f"business:{business_id}")}
     finally:
         store.close()
-    table = Table(title="API keys (send as Authorization: Bearer <key>)", title_justify="left")
-    table.add_column("scope", no_wrap=True)
-    table.add_column("key", no_wrap=True)
+    # Plain lines, not a table: a key cut to the terminal's width would be useless.
+    console.print("[bold]API keys[/bold] (send as Authorization: Bearer <key>; shown only this once)")
     for scope, token in tokens.items():
-        table.add_row(scope, token)
-    console.print(table)
+        console.print(f"  {scope:<16} {token}", soft_wrap=True, highlight=False)
     return tokens
 
 
@@ -159,7 +159,11 @@ def run_demo(settings: Settings, days: int, seed: int, serve: bool, console: Con
     resident, traveller = resident_row["user_id"], traveller_row["user_id"]
     now = datetime.now(timezone.utc).isoformat()
     app_key = {"Authorization": f"Bearer {tokens['app']}"}
-    with httpx.Client(base_url=base, timeout=30, headers=app_key) as client:
+    with httpx.Client(base_url=base, timeout=60, headers=app_key) as client:
+        # The first search embeds the catalog (MiniLM); until that index exists suggestions rank
+        # without the taste part, which the demo wants to show.
+        with console.status("embedding the catalog for search and taste (first search)"):
+            client.get("/v1/search", params={"q": "coffee", "lat": ARRIVAL_POINT[0], "lon": ARRIVAL_POINT[1]})
         console.rule(f"[bold]4. suggestions for resident {resident}")
         console.print(f"{resident}: {describe(resident_row)}")
         res = client.get(f"/v1/users/{resident}/suggestions", params={"at": now})
