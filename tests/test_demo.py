@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from rich.console import Console
 from typer.testing import CliRunner
 
@@ -9,6 +11,7 @@ from kairos.cli import app
 from kairos.config import Settings
 from kairos.demo import run_demo
 from kairos.net import free_port
+from kairos.stores.api_keys import open_api_keys, parse_token
 
 
 def test_demo_prints_resident_and_traveller_suggestions(tmp_path):
@@ -22,6 +25,20 @@ def test_demo_prints_resident_and_traveller_suggestions(tmp_path):
     assert text.count("score parts of #1") == 2
     assert "travelling: True" in text  # the traveller, seen far from home
     assert "travelling: False" in text  # the resident
+    assert "taste 0.00" not in text.split("score parts of #1")[1][:200]  # the index was warmed
+
+    # The printed keys are whole and verify against the key store, each with its scope.
+    printed = dict(re.findall(r"^\s+(app|analyst|admin|business:b0001)\s+(kairos_\S+)$", text, re.M))
+    assert set(printed) == {"app", "analyst", "admin", "business:b0001"}
+    store = open_api_keys(settings)
+    try:
+        for scope, token in printed.items():
+            parsed = parse_token(token)
+            assert parsed is not None, token
+            key = store.get(parsed[0])
+            assert key is not None and key.verify(parsed[1]) and key.scope == scope
+    finally:
+        store.close()
 
 
 def test_cli_rejects_bad_settings_with_a_clear_message(monkeypatch):
