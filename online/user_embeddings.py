@@ -31,6 +31,7 @@ import numpy as np
 
 from kairos.features import AFFINITY_WEIGHTS
 from kairos.schema import Event
+from kairos.stores.sqlite_conn import thread_connection
 
 #: How much one action says about taste; bookings weigh as purchases.
 ENGAGEMENT_WEIGHTS: dict[str, float] = {**AFFINITY_WEIGHTS, "booking": AFFINITY_WEIGHTS["purchase"]}
@@ -275,12 +276,7 @@ class SqliteUserEmbeddingStore:
         )
 
     def _conn(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
-            self._local.conn = conn
-        return conn
+        return thread_connection(self._local, self.path)
 
     def write_batch(self, states: Mapping[str, EmbeddingState]) -> None:
         rows = [

@@ -34,6 +34,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from kairos.stores.sqlite_conn import thread_connection
+
 TOKEN_PREFIX = "kairos"
 _TOKEN_RE = re.compile(r"^kairos_([0-9a-f]{12})_([A-Za-z0-9_-]{20,128})$")
 _SCOPE_RE = re.compile(r"^(app|analyst|admin|business:[A-Za-z0-9_.:-]{1,64})$")
@@ -168,12 +170,7 @@ class SqliteApiKeys:
         )
 
     def _conn(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
-            self._local.conn = conn
-        return conn
+        return thread_connection(self._local, self.path)
 
     def put(self, key: ApiKey) -> None:
         values = asdict(key)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from kairos.geo import bounding_box
+from kairos.stores.sqlite_conn import thread_connection
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,12 +80,7 @@ class SqliteCatalog:
         )
 
     def _conn(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
-            self._local.conn = conn
-        return conn
+        return thread_connection(self._local, self.path)
 
     def upsert(self, items: Iterable[CatalogItem]) -> None:
         """Insert or replace items; an older state never overwrites a newer one."""

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from kairos.schema import DeadLetter
+from kairos.stores.sqlite_conn import thread_connection
 
 _KEYS = ("id", "collection", "position", "op", "source_id", "reason", "document", "received_at", "status")
 
@@ -41,15 +42,9 @@ class SqliteDeadLetters:
         )
 
     def _conn(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
-            # As the event log: WAL with NORMAL sync survives a process crash; an fsync per commit
-            # made a flood of bad documents slow the good ones down.
-            conn.execute("PRAGMA synchronous=NORMAL")
-            self._local.conn = conn
-        return conn
+        # As the event log: WAL with NORMAL sync survives a process crash; an fsync per commit
+        # made a flood of bad documents slow the good ones down.
+        return thread_connection(self._local, self.path, sync_normal=True)
 
     def write(self, letters: Iterable[DeadLetter]) -> None:
         rows = [(d.collection, d.position, d.op, d.source_id, d.reason, d.document, d.received_at.isoformat())

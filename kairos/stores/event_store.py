@@ -18,6 +18,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Protocol
 
+from kairos.stores.sqlite_conn import thread_connection
+
 OPS = ("insert", "update", "replace", "delete")
 
 
@@ -85,13 +87,7 @@ class SqliteEventStore:
             )
 
     def _conn(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            self._local.conn = conn
-        return conn
+        return thread_connection(self._local, self.path, sync_normal=True)
 
     def append(self, collection: str, documents: Iterable[dict[str, Any]], op: str = "insert") -> list[str]:
         if op not in OPS:

@@ -33,6 +33,8 @@ from typing import Any
 
 import numpy as np
 
+from kairos.stores.sqlite_conn import thread_connection
+
 DRAFT_STATUSES = ("pending_review", "approved", "rejected", "published")
 ITEM_STATUSES = ("live", "review", "removed")
 REPORT_STATUSES = ("open", "upheld", "dismissed")
@@ -249,13 +251,7 @@ class ModerationStore:
         self._conn().executescript(_SCHEMA)
 
     def _conn(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            self._local.conn = conn
-        return conn
+        return thread_connection(self._local, self.path, sync_normal=True)
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
