@@ -13,7 +13,8 @@ thread); when the promoted version differs from the one serving, the new weights
 background thread while the old model keeps answering, and then one reference assignment swaps
 them. Nobody waits and no call fails because of a swap; every user of the shared encoder (flow
 learners, search, drafts, moderation) follows without code of its own. A version that fails to
-load is logged and skipped until the pointer changes again.
+load is logged and skipped until the pointer changes again. (The following is
+:class:`online.promotion.PromotedVersionWatcher`, shared with the sequence intent.)
 
 Consumers that store vectors (the item index) need *all* their vectors from one model: they take a
 :meth:`TextEncoder.snapshot` (one loaded version, immutable, with its own cache) and re-embed when
@@ -32,6 +33,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from online.promotion import PromotedVersionWatcher
 
 log = logging.getLogger(__name__)
 
@@ -141,25 +144,27 @@ class TextEncoder:
         self.check_interval_s = float(check_interval_s)
         self.clock = clock
         self.registry = None
+        base_path = Path(path) if path else model_path()
+        self._base = LoadedModel(load_sentence_transformer(base_path), base_path, None, cache_size, batch_size)
+        self._active = self._base
+        self._watcher: PromotedVersionWatcher | None = None
         if registry_root is not None and path is None:
             from kairos.registry import ModelRegistry
 
             self.registry = ModelRegistry(registry_root)
-        base_path = Path(path) if path else model_path()
-        self._base = LoadedModel(load_sentence_transformer(base_path), base_path, None, cache_size, batch_size)
-        self._active = self._base
-        self._swap_lock = threading.Lock()
-        self._loading: str | None = None  # the version a background thread is loading ("" = base)
-        self._failed: str | None = None
-        self._last_check: float | None = None
-        self._pointer_stamp: tuple[int, int, int] | None = None
-        self._wanted: str | None = None
-        self._loader: threading.Thread | None = None
-        #: Swaps done so far (tests and metrics).
-        self.swaps = 0
-        if self.registry is not None:
+            # Nothing promoted loads the base model like any version (it is in memory: instant);
+            # a version superseded while it loaded still serves until the next check, as always.
+            self._watcher = PromotedVersionWatcher(
+                self.registry, model_name, load=self._load, install=self._install, serving=lambda: self.version,
+                drop_superseded=False, check_interval_s=self.check_interval_s, clock=clock, label="text encoder",
+                logger=log)
             # Start on the promoted version right away (blocking once, at start-up).
             self.check(wait=True)
+
+    @property
+    def swaps(self) -> int:
+        """Swaps done so far (tests and metrics)."""
+        return self._watcher.swaps if self._watcher is not None else 0
 
     # -- what serves -------------------------------------------------------------------------------
 
@@ -200,75 +205,33 @@ class TextEncoder:
 
     def maybe_check(self) -> None:
         """Look at the registry when ``check_interval_s`` has passed since the last look."""
-        if self.registry is None:
-            return
-        now = self.clock()
-        if self._last_check is not None and now - self._last_check < self.check_interval_s:
-            return
-        self._last_check = now
-        try:
-            self.check()
-        except Exception:  # a registry hiccup must never fail an encode
-            log.warning("text encoder: reading the model registry failed", exc_info=True)
+        if self._watcher is not None:
+            self._watcher.maybe_check()
 
     def check(self, wait: bool = False) -> bool:
         """Start loading the promoted version if it is not the one serving; True if a load started
         (or, with ``wait``, finished)."""
-        if self.registry is None:
-            return False
-        pointer_path = self.registry.pointer_path(self.model_name)
-        try:
-            st = pointer_path.stat()
-            stamp: tuple[int, int, int] | None = (st.st_ino, st.st_mtime_ns, st.st_size)
-        except FileNotFoundError:
-            stamp = None
-        if stamp != self._pointer_stamp:  # the pointer changed (or appeared, or went): read it
-            self._wanted = self.registry.current(self.model_name) if stamp is not None else None
-            self._pointer_stamp = stamp
-            self._failed = None  # a new promotion deserves a new try
-        wanted = self._wanted
-        if wanted == self._active.version:
-            return False
-        key = wanted or ""
-        with self._swap_lock:
-            if self._loading is not None or self._failed == key:
-                return False
-            self._loading = key
-            self._loader = threading.Thread(target=self._load, args=(wanted,), name="text-encoder-load",
-                                            daemon=True)
-            self._loader.start()
-            loader = self._loader
-        if wait:
-            loader.join()
-        return True
+        return self._watcher.check(wait) if self._watcher is not None else False
 
     def wait_for_load(self, timeout: float | None = None) -> None:
         """Block until a background load (if any) is done (tests, CLI)."""
-        loader = self._loader
-        if loader is not None:
-            loader.join(timeout)
+        if self._watcher is not None:
+            self._watcher.wait_for_load(timeout)
 
-    def _load(self, version: str | None) -> None:
-        try:
-            if version is None:
-                loaded = self._base  # kept in memory: rolling back to base is instant
-            else:
-                assert self.registry is not None
-                path = self.registry.path(self.model_name, version)
-                loaded = LoadedModel(load_sentence_transformer(path), path, version, self.cache_size,
-                                     self.batch_size)
-                if loaded.dim != self._base.dim:
-                    raise ValueError(f"version {version} embeds in {loaded.dim} dimensions, not {self._base.dim}")
-            # One reference assignment: a call that already took the old model finishes with it.
-            self._active = loaded
-            self.swaps += 1
-            log.info("text encoder: now serving %s", version or "the base model")
-        except Exception:
-            log.exception("text encoder: loading version %s failed; the old model keeps serving", version)
-            self._failed = version or ""
-        finally:
-            with self._swap_lock:
-                self._loading = None
+    def _load(self, version: str | None) -> LoadedModel:
+        """The model of a registry version (on the watcher's background thread)."""
+        if version is None:
+            return self._base  # kept in memory: rolling back to base is instant
+        assert self.registry is not None
+        path = self.registry.path(self.model_name, version)
+        loaded = LoadedModel(load_sentence_transformer(path), path, version, self.cache_size, self.batch_size)
+        if loaded.dim != self._base.dim:
+            raise ValueError(f"version {version} embeds in {loaded.dim} dimensions, not {self._base.dim}")
+        return loaded
+
+    def _install(self, version: str | None, loaded: LoadedModel) -> None:
+        # One reference assignment: a call that already took the old model finishes with it.
+        self._active = loaded
 
 
 _SHARED: TextEncoder | None = None

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from kairos.registry import ModelRegistry
+from online.promotion import PromotedVersionWatcher
 
 log = logging.getLogger(__name__)
 
@@ -150,17 +151,14 @@ class SequenceIntent:
         self.min_history = max(1, int(min_history))
         self.clock = clock
         self._active: LoadedSequenceModel | None = None
-        self._swap_lock = threading.Lock()
-        self._loading: str | None = None
-        self._failed: str | None = None
-        self._last_check: float | None = None
-        self._pointer_stamp: tuple[int, int, int] | None = None
-        self._wanted: str | None = None
-        self._loader: threading.Thread | None = None
         self._stop = threading.Event()
         self._tailer: threading.Thread | None = None
-        #: Swaps done so far (tests).
-        self.swaps = 0
+        # "Nothing promoted" applies at once (unload); a version the pointer left while it loaded
+        # is not installed.
+        self._watcher = PromotedVersionWatcher(
+            self.registry, SEQUENCE_MODEL, load=self._load, install=self._install, serving=lambda: self.version,
+            unload=self._unload, drop_superseded=True, check_interval_s=self.check_interval_s, clock=clock,
+            label="sequence intent", logger=log)
 
     @classmethod
     def from_settings(cls, settings: Any) -> SequenceIntent:
@@ -169,6 +167,11 @@ class SequenceIntent:
         return cls(Path(settings.home) / "models", EngagementHistory(OfflineLog(settings.offline_dir).events_dir),
                    check_interval_s=settings.sequence_model_check_s,
                    history_refresh_s=settings.sequence_history_refresh_s, min_history=settings.sequence_min_history)
+
+    @property
+    def swaps(self) -> int:
+        """Swaps done so far (tests)."""
+        return self._watcher.swaps
 
     @property
     def version(self) -> str | None:
@@ -193,74 +196,35 @@ class SequenceIntent:
     # -- following the registry --------------------------------------------------------------------
 
     def maybe_check(self) -> None:
-        now = self.clock()
-        if self._last_check is not None and now - self._last_check < self.check_interval_s:
-            return
-        self._last_check = now
-        try:
-            self.check()
-        except Exception:  # a registry hiccup must never fail a request
-            log.warning("sequence intent: reading the model registry failed", exc_info=True)
+        """Look at the registry when ``check_interval_s`` has passed since the last look."""
+        self._watcher.maybe_check()
 
     def check(self, wait: bool = False) -> bool:
         """Start loading the promoted version if it is not the one serving; True if a load started."""
-        pointer_path = self.registry.pointer_path(SEQUENCE_MODEL)
-        try:
-            st = pointer_path.stat()
-            stamp: tuple[int, int, int] | None = (st.st_ino, st.st_mtime_ns, st.st_size)
-        except FileNotFoundError:
-            stamp = None
-        if stamp != self._pointer_stamp:
-            self._wanted = self.registry.current(SEQUENCE_MODEL) if stamp is not None else None
-            self._pointer_stamp = stamp
-            self._failed = None  # a new promotion deserves a new try
-        wanted = self._wanted
-        if wanted == self.version:
-            return False
-        if wanted is None:
-            self._active = None  # rolled back to "nothing promoted": instant
-            self.swaps += 1
-            log.info("sequence intent: nothing promoted; the online model decides alone")
-            return False
-        with self._swap_lock:
-            if self._loading is not None or self._failed == wanted:
-                return False
-            self._loading = wanted
-            self._loader = threading.Thread(target=self._load, args=(wanted,), name="sequence-intent-load",
-                                            daemon=True)
-            self._loader.start()
-            loader = self._loader
-        if wait:
-            loader.join()
-        return True
+        return self._watcher.check(wait)
 
     def wait_for_load(self, timeout: float | None = None) -> None:
-        loader = self._loader
-        if loader is not None:
-            loader.join(timeout)
+        self._watcher.wait_for_load(timeout)
 
-    def _load(self, version: str) -> None:
-        try:
-            import torch
+    def _load(self, version: str | None) -> Any:
+        """The GRU of a registry version (on the watcher's background thread)."""
+        assert version is not None  # "nothing promoted" is an unload, never loaded
+        import torch
 
-            from offline.sequence_model import SequenceModel
+        from offline.sequence_model import SequenceModel
 
-            # One short sequence per request: a thread pool costs more than it saves.
-            torch.set_num_threads(1)
-            model = SequenceModel.load(self.registry.path(SEQUENCE_MODEL, version))
-            self._start_tailer()
-            if self._wanted != version:  # rolled back or moved on while loading: not this one
-                return
-            self._active = LoadedSequenceModel(version, model)
-            self.swaps += 1
-            log.info("sequence intent: now serving %s %s", SEQUENCE_MODEL, version)
-        except Exception:
-            log.exception("sequence intent: loading %s %s failed; the old model keeps serving", SEQUENCE_MODEL,
-                          version)
-            self._failed = version
-        finally:
-            with self._swap_lock:
-                self._loading = None
+        # One short sequence per request: a thread pool costs more than it saves.
+        torch.set_num_threads(1)
+        model = SequenceModel.load(self.registry.path(SEQUENCE_MODEL, version))
+        self._start_tailer()
+        return model
+
+    def _install(self, version: str | None, model: Any) -> None:
+        assert version is not None
+        self._active = LoadedSequenceModel(version, model)
+
+    def _unload(self) -> None:
+        self._active = None  # the online model decides alone
 
     # -- the history tailer ------------------------------------------------------------------------
 

@@ -26,8 +26,7 @@ import math
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -205,24 +204,12 @@ def read_candidates(services: Any, lat: float, lon: float, reach_km: float, star
                                                                  dict[tuple[str, str], float], bool]:
     """Every live, placed item within ``reach_km`` of the point live at some moment of ``[start, end]``,
     as ranking candidates with their ``item_stats``, and the area median prices of their cells."""
-    from serving.suggestions import area_median_prices, with_fallback
+    from serving.suggestions import ranking_candidates, with_fallback
 
-    settings = services.settings
     found, degraded = with_fallback(lambda: services.catalog.near(lat, lon, reach_km, at=start, until=end),
                                     [], "catalog")
     items = [i for i in found if not i.deleted and i.lat is not None and i.lon is not None]
-    keys = [{"item_id": i.item_id} for i in items]
-    rows, failed = with_fallback(lambda: services.features.read("item_stats", keys, item_stats_fields),
-                                 [None] * len(keys), "item_stats")
-    degraded |= failed
-    stats: Mapping[str, Mapping[str, Any]] = {row["item_id"]: row for row in rows if row is not None}
-    candidates = []
-    for item in items:
-        candidate = Candidate.from_catalog(item, stats.get(item.item_id))
-        if candidate.cell is None:
-            candidate = replace(candidate, cell=cell_of(candidate.lat, candidate.lon, settings.h3_resolution))
-        candidates.append(candidate)
-    area_median, failed = area_median_prices(services, candidates)
+    candidates, area_median, failed = ranking_candidates(services, items, item_stats_fields)
     return items, candidates, area_median, degraded or failed
 
 

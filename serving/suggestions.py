@@ -24,7 +24,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -147,18 +147,7 @@ def gather_candidates(
         return ([entry.items[i] for i in chosen], [entry.candidates[i] for i in chosen], entry.area_median,
                 entry.degraded)
     items, degraded = with_fallback(lambda: candidate_items(services, lat, lon, radius_km, at), [], "catalog")
-    keys = [{"item_id": i.item_id} for i in items]
-    rows, failed = with_fallback(lambda: services.features.read("item_stats", keys, ITEM_STATS_FIELDS),
-                                 [None] * len(keys), "item_stats")
-    degraded |= failed
-    stats: dict[str, Mapping[str, Any]] = {row["item_id"]: row for row in rows if row is not None}
-    candidates = []
-    for item in items:
-        candidate = Candidate.from_catalog(item, stats.get(item.item_id))
-        if candidate.cell is None:
-            candidate = replace(candidate, cell=cell_of(candidate.lat, candidate.lon, services.settings.h3_resolution))
-        candidates.append(candidate)
-    area_median, failed = area_median_prices(services, candidates)
+    candidates, area_median, failed = ranking_candidates(services, items, ITEM_STATS_FIELDS)
     return items, candidates, area_median, degraded or failed
 
 
@@ -249,6 +238,33 @@ def cached_extra(services: Services, name: str, factory: Callable[[Services], T]
     need a component created long ago must not wait behind it."""
     found = services.extras.get(name)
     return found if found is not None else services.extra(name, factory)
+
+
+def ranking_candidates(
+    services: Services, items: Sequence[CatalogItem], fields: tuple[str, ...] | None = None
+) -> tuple[list[Candidate], dict[tuple[str, str], float], bool]:
+    """``(candidates, area median prices, degraded)`` for these catalog items: each item with its
+    ``item_stats`` row (only ``fields`` of it; None: all), its H3 cell filled in when the catalog
+    has none, and the ``(cell, category)`` median prices of their cells. A store outage degrades
+    (items without stats, prices compared among candidates only), it never fails."""
+    keys = [{"item_id": i.item_id} for i in items]
+    if fields is None:
+        def read() -> list[dict[str, Any] | None]:
+            return services.features.read("item_stats", keys)
+    else:
+        def read() -> list[dict[str, Any] | None]:
+            return services.features.read("item_stats", keys, fields)
+    rows, degraded = with_fallback(read, [None] * len(keys), "item_stats")
+    stats: dict[str, Mapping[str, Any]] = {row["item_id"]: row for row in rows if row is not None}
+    resolution = services.settings.h3_resolution
+    candidates = []
+    for item in items:
+        candidate = Candidate.from_catalog(item, stats.get(item.item_id))
+        if candidate.cell is None:
+            candidate = replace(candidate, cell=cell_of(candidate.lat, candidate.lon, resolution))
+        candidates.append(candidate)
+    area_median, failed = area_median_prices(services, candidates)
+    return candidates, area_median, degraded or failed
 
 
 def area_median_prices(

@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Mapping
-from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -24,7 +23,7 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
 from kairos.geo import bearing_deg, cell_of, haversine_km
-from online.transparent_ranker import Candidate, RankContext
+from online.transparent_ranker import RankContext
 from serving.deps import ServicesDep
 from serving.errors import ApiError
 from serving.schemas import (
@@ -37,7 +36,7 @@ from serving.schemas import (
     Longitude,
     SuggestionItem,
 )
-from serving.suggestions import area_median_prices, candidate_items, read_user, to_item, with_fallback
+from serving.suggestions import candidate_items, ranking_candidates, read_user, to_item, with_fallback
 
 log = logging.getLogger(__name__)
 
@@ -121,18 +120,8 @@ def nearby(
             view[item.item_id] = (bearing, relative)
             visible.append(item)
 
-    keys = [{"item_id": i.item_id} for i in visible]
-    rows, failed = with_fallback(lambda: services.features.read("item_stats", keys), [None] * len(keys),
-                                 "item_stats")
-    degraded |= failed
-    stats = {row["item_id"]: row for row in rows if row is not None}
-    candidates = []
-    for item in visible:
-        candidate = Candidate.from_catalog(item, stats.get(item.item_id))
-        if candidate.cell is None:
-            candidate = replace(candidate, cell=cell_of(candidate.lat, candidate.lon, settings.h3_resolution))
-        candidates.append(candidate)
-    area_median, failed = area_median_prices(services, candidates)
+    # Every item_stats field, as nearby always read them (suggestions read only ITEM_STATS_FIELDS).
+    candidates, area_median, failed = ranking_candidates(services, visible)
     degraded |= failed
     context = RankContext.build(lat, lon, at, candidates, radius_km=radius_km, user=user,
                                 area_median_price=area_median)
