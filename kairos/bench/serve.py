@@ -4,8 +4,14 @@ beside a bare Feast ``get_online_features`` for the same users, measured in the 
 The API runs as its own processes (``kairos serve --workers N``) configured like production: auth
 on (the bench creates an ``app`` key in its temporary home's key store and the clients send it as
 ``Authorization: Bearer``) and the default ranker (``bandit``, or ``--ranker transparent``). The
-bandit ranks only once it has learned from ``KAIROS_BANDIT_MIN_EXAMPLES`` labelled impressions;
-the simulated day has none, so the JSON says which ranker actually ranked. The clients are
+bandit ranks only once it has learned from ``KAIROS_BANDIT_MIN_EXAMPLES`` labelled impressions and
+the simulated day has none, so with the bandit a warm-up teaches it first, like production: the
+learning flow follows the log (a child process) while a few clients request suggestions (which log
+impressions) and ``POST /v1/feedback`` clicks and purchases by :func:`engage_probability` (an item
+property, so there is something to learn), until a bandit that has learned enough is published and
+the API ranks with it (checked in its responses), or ``--learn-timeout`` passes (then the JSON says
+so and the transparent ranker is measured). The learning flow stops before anything is measured, so
+the measured window holds the same work as with ``--ranker transparent``. The clients are
 threads of this process. Besides latency and throughput it reports the CPU the server processes spent per request
 (and the client's), from the processes' CPU times around the measured window: on a small machine
 that, not the latency, says what a request costs.
@@ -21,6 +27,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -86,9 +93,10 @@ def closed_loop(clients: int, seconds: float, call: Any) -> dict[str, float]:
     return result
 
 
-def _ranking(settings: Any) -> dict[str, Any]:
-    """Which ranker the API will rank with: the configured one, and for ``bandit`` whether the
-    published bandit has learned enough to replace the transparent ranker (``LiveRanker``)."""
+def _ranking(settings: Any, served: bool | None = None) -> dict[str, Any]:
+    """Which ranker the API ranks with: the configured one, and for ``bandit`` whether the
+    published bandit has learned enough to replace the transparent ranker (``LiveRanker``) and,
+    when ``served`` is given, whether the API's responses showed it did."""
     if settings.ranker != "bandit":
         return {"ranker": settings.ranker, "ranked_by": settings.ranker}
     from online.model_state import open_model_state
@@ -101,16 +109,183 @@ def _ranking(settings: Any) -> dict[str, Any]:
         note = None
     examples = int(getattr(loaded[1], "n_seen", 0)) if loaded is not None else 0
     learned = examples >= settings.bandit_min_examples
+    by_bandit = learned and served is not False
     out: dict[str, Any] = {
         "ranker": "bandit", "bandit_published": loaded is not None, "bandit_examples": examples,
         "bandit_min_examples": settings.bandit_min_examples, "bandit_learned": learned,
-        "ranked_by": "bandit" if learned else "transparent",
+        "ranked_by": "bandit" if by_bandit else "transparent",
     }
-    if not learned:
+    if learned and not by_bandit:
+        out["note"] = "the bandit had learned enough, but the API's responses were not ranked by it"
+    elif not learned:
         out["note"] = (note or f"the bandit has learned from {examples} labelled impressions, fewer than "
                        f"KAIROS_BANDIT_MIN_EXAMPLES={settings.bandit_min_examples}: the transparent ranker ranked "
                        "(through the live ranker's model lookup)")
     return out
+
+
+#: The bench's learning flow closes an impression's attribution window this soon (event time), so
+#: the warm-up's examples are labelled in seconds, not after production's 30 + 5 minutes. Only the
+#: learning flow reads these: the API and what it does per request are as configured.
+WARMUP_WINDOW_S = 2.0
+WARMUP_LATENESS_S = 1.0
+#: Each warm-up client pauses this long after a request and its feedback: a hundred examples need
+#: only a few requests, and the CPU is better left to the learning flow catching up with the day.
+WARMUP_PAUSE_S = 0.25
+#: Consecutive suggestions responses ranked by the bandit that show every API worker has it.
+BANDIT_SERVED_STREAK = 8
+
+
+def engage_probability(item: Mapping[str, Any]) -> float:
+    """Chance that a warm-up user engages with a suggested item: higher for a bigger discount and
+    for an item within a kilometre, so the bandit has a pattern to learn (the warm-up only has to
+    teach it something, not the simulated city's hidden tastes)."""
+    discount = min(max(float(item.get("discount") or 0.0), 0.0), 1.0)
+    distance = item.get("distance_km")
+    near = distance is not None and float(distance) <= 1.0
+    return min(0.05 + 0.5 * discount + (0.15 if near else 0.0), 0.9)
+
+
+def feedback_kind(item: Mapping[str, Any], rng: random.Random) -> str | None:
+    """What a warm-up user does with a shown item: nothing, ``click``, or (a quarter of the
+    engagements) ``purchase``."""
+    if rng.random() >= engage_probability(item):
+        return None
+    return "purchase" if rng.random() < 0.25 else "click"
+
+
+def served_by_bandit(body: Mapping[str, Any]) -> bool | None:
+    """Whether a suggestions response was ranked by the bandit: only its items carry an
+    ``exploration`` contribution (the Thompson draw). ``None`` for no items (it cannot tell)."""
+    items = body.get("items") or []
+    if not items:
+        return None
+    return all("exploration" in (item.get("score_contributions") or {}) for item in items)
+
+
+def published_bandit(store: Any) -> tuple[int | None, int]:
+    """The published bandit's version and the labelled impressions it learned from."""
+    loaded = store.load("bandit")
+    if loaded is None:
+        return None, 0
+    return loaded[0], int(getattr(loaded[1], "n_seen", 0))
+
+
+def teach_bandit(settings: Any, client: Any, users: list[str], at: str, clients: int,
+                 timeout_s: float) -> dict[str, Any]:
+    """The warm-up: the learning flow follows the log while ``clients`` threads request
+    suggestions and post feedback, until a bandit with ``settings.bandit_min_examples`` examples is
+    published and the API's responses show it ranks with it, or ``timeout_s`` passes. Returns what
+    happened (``note`` when the bandit did not serve); the learning flow is stopped either way."""
+    from collections import Counter
+
+    import httpx
+
+    from flows.runner import start_learning_flow, stop
+    from online.model_state import open_model_state
+
+    counts: Counter[str] = Counter()
+    lock = threading.Lock()
+    done = threading.Event()
+
+    def warm_client(seed: int) -> None:
+        rng = random.Random(1000 + seed)
+        mine: Counter[str] = Counter()
+        while not done.is_set():
+            user = rng.choice(users)
+            try:
+                response = client.get(f"/v1/users/{user}/suggestions", params={"at": at})
+                if response.status_code != 200:
+                    mine["errors"] += 1
+                    continue
+                body = response.json()
+                mine["requests"] += 1
+                for position, item in enumerate(body.get("items") or []):
+                    kind = feedback_kind(item, rng)
+                    if kind is None:
+                        continue
+                    posted = client.post("/v1/feedback", json={
+                        "request_id": body["request_id"], "user_id": user, "item_id": item["item_id"],
+                        "kind": kind, "position": position})
+                    mine[kind if posted.status_code == 202 else "errors"] += 1
+                done.wait(WARMUP_PAUSE_S)
+            except httpx.HTTPError:  # counted; a short pause so a dead API is not hammered
+                mine["errors"] += 1
+                done.wait(0.2)
+        with lock:
+            counts.update(mine)
+
+    # Without recovery (as the bench's first run) it re-reads the day first: the user learners
+    # and the market model learn it again, as a fresh ``kairos flow run --follow`` would.
+    learn_settings = settings.with_(attribution_window_s=WARMUP_WINDOW_S, attribution_lateness_s=WARMUP_LATENESS_S)
+    store = open_model_state(settings)
+    started = time.monotonic()
+    learning = start_learning_flow(learn_settings, follow=True)
+    threads = [threading.Thread(target=warm_client, args=(i,), daemon=True) for i in range(clients)]
+    for thread in threads:
+        thread.start()
+    version, examples, note = None, 0, None
+    learned_s = served_s = None
+    served = False
+    try:
+        reported = started
+        while True:
+            try:
+                version, examples = published_bandit(store)
+            except Exception as exc:  # a store hiccup: keep polling until the deadline
+                print(f"reading the bandit failed: {exc}", file=sys.stderr)
+            if examples >= settings.bandit_min_examples:
+                learned_s = time.monotonic() - started
+                break
+            if learning.poll() is not None:
+                note = f"the learning flow exited (code {learning.returncode}) before the bandit learned"
+                break
+            if time.monotonic() - started > timeout_s:
+                note = (f"the bandit did not learn from {settings.bandit_min_examples} impressions within "
+                        f"--learn-timeout {timeout_s:g} s ({examples} so far)")
+                break
+            if time.monotonic() - reported >= 10:
+                reported = time.monotonic()
+                print(f"  … {reported - started:.0f} s: bandit v{version} has {examples} examples", file=sys.stderr)
+            time.sleep(0.5)
+    finally:
+        done.set()
+        for thread in threads:
+            thread.join(timeout=15)
+        stop(learning)
+        store.close()
+    if note is None:
+        # Every worker's ModelWatcher picks the version up within its poll interval; wait until a
+        # run of responses shows the bandit ranked them, so the measured window does not catch it.
+        rng, streak = random.Random(99), 0
+        deadline = time.monotonic() + max(5.0, 10 * settings.model_poll_interval_s)
+        while time.monotonic() < deadline and streak < BANDIT_SERVED_STREAK:
+            response = client.get(f"/v1/users/{rng.choice(users)}/suggestions", params={"at": at})
+            by_bandit = served_by_bandit(response.json()) if response.status_code == 200 else False
+            streak = 0 if by_bandit is False else streak + (1 if by_bandit else 0)
+            if by_bandit is False:
+                time.sleep(0.1)
+        served = streak >= BANDIT_SERVED_STREAK
+        served_s = time.monotonic() - started
+        if not served:
+            note = "the bandit was published but the API's responses were not ranked by it"
+    result: dict[str, Any] = {
+        "seconds": round(time.monotonic() - started, 1),
+        "learned_after_s": None if learned_s is None else round(learned_s, 1),
+        "api_served_after_s": None if not served or served_s is None else round(served_s, 1),
+        "served_by_bandit": served,
+        "bandit_version": version,
+        "clients": clients,
+        "requests": counts["requests"],
+        "feedback": {kind: counts[kind] for kind in ("click", "purchase")},
+        "errors": counts["errors"],
+        "attribution_window_s": WARMUP_WINDOW_S,
+        "attribution_lateness_s": WARMUP_LATENESS_S,
+        "learning_flow": "followed the log during the warm-up only (stopped before measuring)",
+    }
+    if note:
+        result["note"] = note
+    return result
 
 
 def register(app: typer.Typer) -> None:
@@ -127,6 +302,11 @@ def register(app: typer.Typer) -> None:
         redis_url: Annotated[str, typer.Option(help="Redis (a DB it may flush).")] = "127.0.0.1:6379,db=9",
         ranker: Annotated[str, typer.Option(help="KAIROS_RANKER of the API: bandit (the default) or "
                                                  "transparent.")] = "",
+        learn_timeout: Annotated[float, typer.Option(help="Bandit only: at most this many seconds of warm-up "
+                                                         "(learning flow + feedback) for it to learn; then the "
+                                                         "transparent ranker is measured, with a note.")] = 120.0,
+        learn_clients: Annotated[int, typer.Option(help="Bandit only: clients requesting suggestions and posting "
+                                                        "feedback during the warm-up.")] = 4,
         as_json: Annotated[bool, typer.Option("--json", help="Print JSON (the default output).")] = True,
     ) -> None:
         """p50/p99 of GET /v1/users/{id}/suggestions beside a bare Feast read, same users, same run."""
@@ -161,7 +341,6 @@ def register(app: typer.Typer) -> None:
             user_ids = [f"u{i:04d}" for i in range(1, users + 1)]
             known = [u for u, row in zip(user_ids, features.read("user_activity", [{"user_id": u} for u in user_ids]),
                                          strict=True) if row is not None and row.get("last_lat") is not None]
-            ranking = _ranking(settings)
             # Auth on, like production: one unlimited ``app`` key in the bench's own key store.
             key_store = open_api_keys(settings)
             try:
@@ -187,6 +366,14 @@ def register(app: typer.Typer) -> None:
                                   headers={"Authorization": f"Bearer {token}"})
             if client.get(f"/v1/users/{known[0]}/suggestions", params={"at": at}).status_code != 200:
                 raise RuntimeError("the API refused the bench's app key: is auth configured the same way?")
+
+            teaching: dict[str, Any] | None = None
+            if ranker == "bandit":
+                print(f"teaching the bandit (learning flow + feedback, at most {learn_timeout:g} s) …", file=sys.stderr)
+                teaching = teach_bandit(settings, client, known, at, max(1, learn_clients), learn_timeout)
+                if "note" in teaching:
+                    print(f"warning: {teaching['note']}; measuring the transparent ranker", file=sys.stderr)
+            ranking = _ranking(settings, None if teaching is None else teaching["served_by_bandit"])
 
             def suggest(rng: random.Random) -> bool:
                 try:
@@ -223,6 +410,7 @@ def register(app: typer.Typer) -> None:
                 "learners": learners,
                 "auth": "on: an app key, sent as Authorization: Bearer",
                 **ranking,
+                **({} if teaching is None else {"bandit_warmup_s": teaching["seconds"], "bandit_warmup": teaching}),
                 "users": len(known),
                 "suggestions": api_result,
                 "bare_feast_get_online_features": feast_result,
