@@ -28,6 +28,7 @@ new version (:mod:`online.model_state`), the API swaps whole objects.
 
 from __future__ import annotations
 
+import functools
 import math
 import threading
 from collections.abc import Iterable, Mapping, Sequence
@@ -71,6 +72,8 @@ PART_FEATURES: Mapping[str, tuple[str, ...]] = {
 #: how much exploration moved the score.
 EXTRA_CONTRIBUTIONS = ("category_hour", "baseline", "exploration")
 BIAS = "bias"
+#: Rows per product when ranking: small enough that OpenBLAS stays on the calling thread.
+_ROWS = 256
 
 
 def _sigmoid(z: float) -> float:
@@ -177,15 +180,6 @@ class BayesianLogisticRegression(base.Classifier):
                 v[i] = value
         return v
 
-    def matrix(self, xs: Sequence[Mapping[str, float]]) -> np.ndarray:
-        out = np.zeros((len(xs), len(self.index)))
-        for row, x in enumerate(xs):
-            for name, value in x.items():
-                i = self.index.get(name)
-                if i is not None:
-                    out[row, i] = value
-        return out
-
     def _unknown(self, x: Mapping[str, float]) -> tuple[float, float]:
         """(mean, variance) the features the model has never seen add to the logit."""
         mean = var = 0.0
@@ -251,11 +245,20 @@ class BayesianLogisticRegression(base.Classifier):
         p = _sigmoid(self.predict_logit(x))
         return {False: 1.0 - p, True: p}
 
-    def sample_weights(self, rng: np.random.Generator, scale: float = 1.0) -> np.ndarray:
-        """One weight vector drawn from the posterior (covariance scaled by ``scale²``)."""
+    def sample_weights(self, rng: np.random.Generator, scale: float = 1.0,
+                       rows: np.ndarray | None = None) -> np.ndarray:
+        """One weight vector drawn from the posterior (covariance scaled by ``scale²``).
+
+        ``rows`` (feature indices) returns only those weights of the same draw: ``rng`` is used
+        exactly as for the whole vector, and a request that touches a third of the features pays a
+        third of the product.
+        """
         if not len(self.index):
-            return self.mean.copy()
-        return self.mean + scale * (self._cholesky() @ rng.standard_normal(len(self.index)))
+            return self.mean.copy() if rows is None else self.mean[rows]
+        z = rng.standard_normal(len(self.index))
+        if rows is None:
+            return self.mean + scale * (self._cholesky() @ z)
+        return self.mean[rows] + scale * (self._cholesky()[rows] @ z)
 
     def prepare(self) -> None:
         """Factor the covariance now (before serving, not on the first request)."""
@@ -344,6 +347,88 @@ def context_features(
     return x
 
 
+#: The features every item of a request has, in :func:`context_features`'s order (the two
+#: category features follow, then the bias).
+_NUMERIC_FEATURES = (*PARTS, "log_interest", "distance_km", "log_timing", "discount_x_sensitivity",
+                     "log_price_ratio", "log_price_ratio_x_sensitivity")
+
+
+@dataclass(frozen=True)
+class FeatureBatch:
+    """The features of one request's items, as the model's columns: what ranking multiplies.
+
+    ``X`` has one row per item and only the columns of model features some item uses (about 35 of
+    the 100 or so: one daypart, a few categories), in model-index order; ``columns`` are their
+    indices. Features the model does not know add ``unknown_mean`` and ``unknown_var`` to the logit.
+    """
+
+    X: np.ndarray
+    columns: np.ndarray
+    unknown_mean: np.ndarray
+    unknown_var: np.ndarray
+
+
+def feature_batch(
+    model: BayesianLogisticRegression,
+    computed: Sequence[tuple[Mapping[str, float], float, float]],
+    categories: Sequence[str | None],
+    at: datetime,
+    lon: float,
+    discount_sensitivity: float | None = None,
+) -> FeatureBatch:
+    """:func:`context_features` of many items at once, laid out as ``model``'s columns.
+
+    The same values as ``model`` would see in the dicts (tests check it, edge cases included), but
+    in array operations: building a dict per candidate and scattering it into a matrix was most of
+    the ranker's Python time. ``computed`` holds each item's ``(parts, distance km, minutes)``.
+    """
+    n = len(computed)
+    sensitivity = NEUTRAL_SENSITIVITY
+    if discount_sensitivity is not None and math.isfinite(discount_sensitivity):
+        sensitivity = min(1.0, max(0.0, float(discount_sensitivity)))
+    values = np.empty((n, len(_NUMERIC_FEATURES) + 1))  # the numeric features and the bias
+    parts = np.array([[p.get(name, 0.0) for name in PARTS] for p, _, _ in computed], dtype=float)
+    parts = parts.reshape(n, len(PARTS))  # (0, 8) when there are no items
+    parts[~np.isfinite(parts)] = 0.0
+    k = len(PARTS)
+    values[:, :k] = parts
+    values[:, k] = np.log(np.maximum(parts[:, PARTS.index("interest")], _LOG_FLOOR))
+    distance = np.array([d for _, d, _ in computed], dtype=float)
+    far = _MAX_DISTANCE_KM  # what an unknown distance counts as
+    values[:, k + 1] = np.clip(np.nan_to_num(distance, nan=far, posinf=far, neginf=far), 0.0, far)
+    values[:, k + 2] = np.log(np.maximum(parts[:, PARTS.index("timing")], _LOG_FLOOR))
+    values[:, k + 3] = parts[:, PARTS.index("discount")] * sensitivity
+    log_ratio = np.log(np.maximum(1.0 - parts[:, PARTS.index("price_vs_area")], 0.05))
+    values[:, k + 4] = log_ratio
+    values[:, k + 5] = log_ratio * sensitivity
+    values[:, -1] = 1.0
+    names = [*_NUMERIC_FEATURES, BIAS]
+
+    # Each item has two one-hot features: its category, and its category at this request's daypart.
+    part_of_day = daypart(at, lon)
+    cats = [c if c in CATEGORIES else "other" for c in categories]
+    slot = {cat: 2 * j for j, cat in enumerate(dict.fromkeys(cats))}
+    for cat in slot:
+        names += [f"category={cat}", f"category={cat}|daypart={part_of_day}"]
+    onehot = np.zeros((n, 2 * len(slot)))
+    rows = np.arange(n)
+    first = np.array([slot[c] for c in cats], dtype=int)
+    onehot[rows, first] = 1.0
+    onehot[rows, first + 1] = 1.0
+    full = np.hstack([values, onehot])
+
+    index = model.index
+    known = [j for j, name in enumerate(names) if name in index]
+    unknown = [j for j, name in enumerate(names) if name not in index]
+    unknown_mean, unknown_var = np.zeros(n), np.zeros(n)
+    for j in unknown:  # features the model never learned count with their prior
+        unknown_mean += float(model.prior_mean.get(names[j], 0.0)) * full[:, j]
+        unknown_var += model.prior_variance * full[:, j] ** 2
+    order = sorted(known, key=lambda j: index[names[j]])
+    columns = np.array([index[names[j]] for j in order], dtype=int)
+    return FeatureBatch(full[:, order], columns, unknown_mean, unknown_var)
+
+
 #: Position buckets learned as nuisance features; position 0 (the first slot) is the reference.
 POSITION_BUCKETS = ((1, 1), (2, 2), (3, 4), (5, 9), (10, None))
 
@@ -374,6 +459,7 @@ def feature_names() -> list[str]:
     return list(dict.fromkeys(names))
 
 
+@functools.lru_cache(maxsize=1024)
 def _contribution_group(name: str) -> str:
     for part, names in PART_FEATURES.items():
         if name in names:
@@ -555,22 +641,25 @@ class BanditRanker:
         if not items:
             return []
         computed = [compute_parts(self.explainer, context, item) for item in items]
-        xs = [self.features(context, item, parts, distance)
-              for item, (parts, distance, _) in zip(items, computed, strict=True)]
         model = self.model
-        X = model.matrix(xs)
-        mean_logits = X @ model.mean
-        variances = ((X @ model.cov) * X).sum(axis=1)  # diag(X Σ Xᵀ) without the n x n product
-        unknown = [model._unknown(x) for x in xs]
-        mean_logits += np.array([u[0] for u in unknown])
-        stds = np.sqrt(np.clip(variances + np.array([u[1] for u in unknown]), 0.0, None))
+        batch = feature_batch(model, computed, [item.category for item in items], context.at, context.lon,
+                              context.discount_sensitivity)
+        # Only the columns the request uses: the rest of every row is zero. Besides the flops, this
+        # keeps the products small enough that OpenBLAS does not wake its threads, which on a
+        # small, busy server cost more CPU than the product itself.
+        X, columns = batch.X, batch.columns
+        mean = model.mean[columns]
+        mean_logits = X @ mean + batch.unknown_mean
+        cov = model.cov[np.ix_(columns, columns)]
+        variances = np.concatenate([((X[a:a + _ROWS] @ cov) * X[a:a + _ROWS]).sum(axis=1)
+                                    for a in range(0, len(X), _ROWS)])  # diag(X Σ Xᵀ), no n x n
+        stds = np.sqrt(np.clip(variances + batch.unknown_var, 0.0, None))
 
-        weights = model.mean
         bonus = np.zeros(len(items))
         strategy = self.exploration if explore else "greedy"
         if strategy == "thompson":
-            weights = model.sample_weights(self._rng(), self.exploration_scale)
-            bonus = X @ weights - X @ model.mean
+            weights = model.sample_weights(self._rng(), self.exploration_scale, rows=columns)
+            bonus = X @ weights - X @ mean
         elif strategy == "ucb":
             bonus = self.ucb_alpha * stds
         scores = mean_logits + bonus
@@ -584,14 +673,15 @@ class BanditRanker:
             order = order[:limit]
 
         names = list(model.index)
+        groups = [_contribution_group(names[j]) for j in columns]
         out = []
         for i in order:
             item, (parts, distance, minutes) = items[i], computed[i]
             contributions = dict.fromkeys((*PARTS, *EXTRA_CONTRIBUTIONS), 0.0)
-            row = X[i] * model.mean
+            row = X[i] * mean
             for j in np.flatnonzero(X[i]):
-                contributions[_contribution_group(names[j])] += float(row[j])
-            contributions["baseline"] += unknown[i][0]
+                contributions[groups[j]] += float(row[j])
+            contributions["baseline"] += float(batch.unknown_mean[i])
             contributions["exploration"] = float(bonus[i])
             scored = BanditScoredItem(
                 item=item,
@@ -603,7 +693,8 @@ class BanditRanker:
                 travel_minutes=minutes,
                 probability=_sigmoid(float(mean_logits[i])),
                 uncertainty=float(stds[i]),
-                features=xs[i],
+                # Exactly what learning will see: the dict, not the array row.
+                features=self.features(context, item, parts, distance),
             )
             if explain:
                 scored = replace(scored, reason=self.explainer.reason(context, scored))

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from online.bandit import (
+    BIAS,
     EXTRA_CONTRIBUTIONS,
     BanditRanker,
     BayesianLogisticRegression,
@@ -336,3 +337,161 @@ def test_position_is_learned_as_a_nuisance_not_blamed_on_the_item() -> None:
     assert abs(aware_gap) < naive_gap / 3
     assert aware.predict_one(zen) == pytest.approx(0.3, abs=0.04)  # what the first slot earns
     assert aware.model.weights["position=1"] < -0.4
+
+
+# -- the vectorised serving path against the per-item one it replaced ------------------------------------
+
+
+def _reference_rank(ranker: BanditRanker, ctx: RankContext, items: list[Candidate], limit: int | None = None,
+                    explore: bool = True) -> list[dict]:
+    """The ranking as it was computed before :func:`online.bandit.feature_batch`: one feature dict per
+    item scattered into a full-width matrix, products over every model feature."""
+    from online.bandit import _contribution_group
+
+    model = ranker.model
+    computed = [compute_parts(ranker.explainer, ctx, item) for item in items]
+    xs = [ranker.features(ctx, item, parts, distance) for item, (parts, distance, _) in zip(items, computed, strict=True)]
+    X = np.zeros((len(xs), len(model.index)))
+    for row, x in enumerate(xs):
+        for name, value in x.items():
+            if name in model.index:
+                X[row, model.index[name]] = value
+    mean_logits = X @ model.mean
+    variances = ((X @ model.cov) * X).sum(axis=1)
+    unknown = [model._unknown(x) for x in xs]
+    mean_logits += np.array([u[0] for u in unknown])
+    stds = np.sqrt(np.clip(variances + np.array([u[1] for u in unknown]), 0.0, None))
+    bonus = np.zeros(len(items))
+    strategy = ranker.exploration if explore else "greedy"
+    if strategy == "thompson":
+        weights = model.sample_weights(ranker._rng(), ranker.exploration_scale)
+        bonus = X @ weights - X @ model.mean
+    elif strategy == "ucb":
+        bonus = ranker.ucb_alpha * stds
+    scores = mean_logits + bonus
+    order = sorted(range(len(items)), key=lambda i: (-scores[i], computed[i][1], items[i].item_id))[:limit]
+    names = list(model.index)
+    out = []
+    for i in order:
+        contributions = dict.fromkeys((*PARTS, *EXTRA_CONTRIBUTIONS), 0.0)
+        for j in np.flatnonzero(X[i]):
+            contributions[_contribution_group(names[j])] += float(X[i, j] * model.mean[j])
+        contributions["baseline"] += unknown[i][0]
+        contributions["exploration"] = float(bonus[i])
+        out.append({"item_id": items[i].item_id, "score": float(scores[i]), "contributions": contributions,
+                    "probability": sigmoid(float(mean_logits[i])), "uncertainty": float(stds[i]),
+                    "features": xs[i], "parts": computed[i][0]})
+    return out
+
+
+def _random_request(rng: random.Random, n: int) -> tuple[RankContext, list[Candidate]]:
+    """A busy request: many categories (and unknown ones), prices, timings, engagement and taste."""
+    from kairos.schema import CATEGORIES
+
+    at_ts = AT.timestamp()
+    items = []
+    for k in range(n):
+        price = round(rng.uniform(2.0, 150.0), 2) if rng.random() < 0.9 else None
+        start = at_ts + rng.uniform(-7200, 7200) if rng.random() < 0.7 else None
+        views = rng.randint(0, 400) if rng.random() < 0.7 else None
+        items.append(Candidate(
+            f"i{k:03d}", rng.choice((*CATEGORIES, None, "made-up")), LAT + rng.gauss(0, 0.03),
+            LON + rng.gauss(0, 0.03), price=price,
+            original_price=price * rng.uniform(1.0, 2.0) if price and rng.random() < 0.5 else None,
+            valid_from=start, valid_to=(start or at_ts) + rng.uniform(600, 6 * 3600) if rng.random() < 0.9 else None,
+            views_24h=views, clicks_24h=None if views is None else rng.randint(0, views // 4 + 1)))
+    affinity = {c: rng.random() for c in rng.sample(CATEGORIES, 4)}
+    user = {"category_affinity": json.dumps(affinity), "discount_sensitivity": rng.choice((None, rng.random(), 1.7))}
+    at = AT + timedelta(minutes=rng.randint(0, 1440))
+    taste = {i.item_id: rng.uniform(-0.3, 1.0) for i in items if rng.random() < 0.6}
+    return RankContext.build(LAT, LON, at, items, radius_km=3.0, user=user, taste=taste), items
+
+
+def _trained_bandit(exploration: str = "thompson", examples: int = 1500) -> BanditRanker:
+    rng = random.Random(3)
+    ranker = BanditRanker(exploration=exploration, seed=9)
+    while ranker.n_seen < examples:
+        ctx, items = _random_request(rng, 20)
+        for position, scored in enumerate(ranker.rank(ctx, items, limit=10, explain=False)):
+            ranker.learn_one(scored.features, rng.random() < 0.05 + 0.3 * scored.parts["interest"], position=position)
+    return ranker
+
+
+def _assert_same(got: list, expected: list[dict]) -> None:
+    assert [s.item.item_id for s in got] == [e["item_id"] for e in expected]
+    for scored, ref in zip(got, expected, strict=True):
+        assert scored.score == pytest.approx(ref["score"], abs=1e-9)
+        assert scored.probability == pytest.approx(ref["probability"], abs=1e-9)
+        assert scored.uncertainty == pytest.approx(ref["uncertainty"], abs=1e-9)
+        assert set(scored.contributions) == set(ref["contributions"])
+        for name, value in ref["contributions"].items():
+            assert scored.contributions[name] == pytest.approx(value, abs=1e-9), name
+        assert scored.features == ref["features"] and scored.parts == ref["parts"]  # exactly what is logged
+
+
+@pytest.mark.parametrize("exploration", ["greedy", "ucb", "thompson"])
+def test_vectorised_ranking_equals_the_per_item_ranking(exploration: str) -> None:
+    ranker = _trained_bandit("thompson" if exploration == "greedy" else exploration)
+    rng = random.Random(11)
+    for n in (1, 7, 60, 300):  # 300 rows: more than one product chunk
+        ctx, items = _random_request(rng, n)
+        explore = exploration != "greedy"
+        # The same seed on both sides: Thompson sampling must draw the very same weights.
+        ranker._local.rng = np.random.default_rng(n)
+        got = ranker.rank(ctx, items, limit=25, explore=explore)
+        ranker._local.rng = np.random.default_rng(n)
+        _assert_same(got, _reference_rank(ranker, ctx, items, limit=25, explore=explore))
+
+
+def test_vectorised_ranking_counts_features_an_old_model_never_had() -> None:
+    # A model published before some features existed (unpickled: __init__ never added them).
+    ranker = _trained_bandit("ucb", examples=300)
+    model = ranker.model
+    dropped = {"taste", "log_timing", "category=spa", "category=coffee|daypart=4", BIAS}
+    keep = [name for name in model.index if name not in dropped]
+    rows = [model.index[name] for name in keep]
+    model.index = {name: k for k, name in enumerate(keep)}
+    model.mean, model.prior = model.mean[rows], model.prior[rows]
+    model.cov = model.cov[np.ix_(rows, rows)]
+    model._revision += 1
+    model.prior_mean["category=spa"] = 0.7
+    ctx, items = _random_request(random.Random(5), 80)
+    _assert_same(ranker.rank(ctx, items), _reference_rank(ranker, ctx, items))
+    assert any(s.contributions["baseline"] for s in ranker.rank(ctx, items))
+
+
+def test_feature_batch_matches_the_feature_dicts_on_edge_cases() -> None:
+    from online.bandit import feature_batch
+
+    model = BanditRanker().model
+    parts = [dict.fromkeys(PARTS, 0.3),
+             dict.fromkeys(PARTS, 0.0) | {"price_vs_area": -1.0, "timing": float("nan"), "taste": float("inf")},
+             {"interest": 1.0, "price_vs_area": 1.0, "discount": 1.0},  # missing parts count as 0
+             dict.fromkeys(PARTS, 1.0) | {"distance": float("-inf")}, dict.fromkeys(PARTS, 0.9)]
+    distances = [0.4, float("nan"), -2.0, float("-inf"), 80.0]
+    categories = ["spa", "made-up", None, "spa", "coffee"]
+    for sensitivity in (None, float("nan"), 0.3, -1.0, 4.0):
+        for at in (AT, AT + timedelta(hours=7)):
+            batch = feature_batch(model, [(p, d, 0.0) for p, d in zip(parts, distances, strict=True)], categories, at, LON,
+                                  sensitivity)
+            for row, (p, d, cat) in enumerate(zip(parts, distances, categories, strict=True)):
+                x = context_features(p, d, cat, at, LON, sensitivity)
+                dense = np.zeros(len(model.index))
+                dense[batch.columns] = batch.X[row]
+                expected = np.zeros(len(model.index))
+                for name, value in x.items():
+                    expected[model.index[name]] = value
+                assert np.allclose(dense, expected, rtol=0, atol=1e-12), (row, sensitivity)
+            assert not batch.unknown_mean.any() and not batch.unknown_var.any()
+            assert list(batch.columns) == sorted(batch.columns)
+
+
+def test_posterior_rows_are_the_same_draw_as_the_whole_vector() -> None:
+    model = _trained_bandit("thompson", examples=300).model
+    rows = np.array([0, 3, 17, len(model.index) - 1])
+    for seed in range(5):
+        whole = model.sample_weights(np.random.default_rng(seed), 0.7)
+        part = model.sample_weights(np.random.default_rng(seed), 0.7, rows=rows)
+        assert np.allclose(part, whole[rows], rtol=0, atol=1e-12)
+    empty = BayesianLogisticRegression()
+    assert empty.sample_weights(np.random.default_rng(0), rows=np.array([], dtype=int)).shape == (0,)
