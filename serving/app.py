@@ -49,6 +49,13 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         owned = services is None
         if owned and settings.log_json:
             configure_json_logging()
+        if owned:
+            # Requests run concurrently on threads; BLAS threads inside one request only fight them
+            # for the cores (a bandit's variance product on 150 candidates took 66x the CPU with
+            # OpenBLAS's workers spinning). The API process computes single-threaded per request.
+            from threadpoolctl import threadpool_limits
+
+            threadpool_limits(limits=1)
         app.state.services = services if services is not None else Services.start(settings)
         try:
             yield
