@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 #: Kinds a user does (behaviour) and kinds a business publishes (items).
@@ -50,6 +50,15 @@ class Event:
     text: str | None = None
     attrs: dict[str, Any] = field(default_factory=dict)
 
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        # Events cross between Bytewax processes at every keyed step. The default pickling of an
+        # aware datetime costs ~4 µs each way (its tzinfo goes through copyreg); as integer
+        # microseconds it is nearly free, which roughly halves an Event's pickling cost.
+        return _event_from_values, ((
+            self.event_id, _pack_time(self.ts), self.actor_type, self.actor_id, self.kind, self.collection,
+            self.item_id, self.category, self.lat, self.lon, self.cell, self.price, self.original_price,
+            self.currency, _pack_time(self.valid_from), _pack_time(self.valid_to), self.text, self.attrs),)
+
     @property
     def is_item(self) -> bool:
         return self.actor_type == "business" and self.kind in ITEM_KINDS
@@ -87,6 +96,30 @@ class Event:
             if values.get(key) is not None and not isinstance(values[key], str):
                 values[key] = None
         return cls(**{k: values.get(k) for k in cls.__dataclass_fields__})
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def _pack_time(value: datetime | None) -> datetime | int | None:
+    """UTC datetimes as exact integer microseconds since the epoch; anything else as it is."""
+    if value is not None and value.tzinfo is timezone.utc:
+        return (value - _EPOCH) // _MICROSECOND
+    return value
+
+
+def _unpack_time(value: datetime | int | None) -> datetime | None:
+    return _EPOCH + timedelta(microseconds=value) if type(value) is int else value  # type: ignore[return-value]
+
+
+def _event_from_values(values: tuple[Any, ...]) -> Event:
+    """Inverse of :meth:`Event.__reduce__` (field order as declared)."""
+    (event_id, ts, actor_type, actor_id, kind, collection, item_id, category, lat, lon, cell, price,
+     original_price, currency, valid_from, valid_to, text, attrs) = values
+    return Event(event_id, _unpack_time(ts), actor_type, actor_id, kind, collection,  # type: ignore[arg-type]
+                 item_id, category, lat, lon, cell, price, original_price, currency,
+                 _unpack_time(valid_from), _unpack_time(valid_to), text, attrs)
 
 
 @dataclass(frozen=True, slots=True)
