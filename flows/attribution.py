@@ -5,8 +5,9 @@ ranker scored, :mod:`serving.impressions`); the app reports ``click``, ``save``,
 ``dismiss`` (``POST /v1/feedback``). :class:`AttributionState` joins them **in event time**: an
 impression at ``t`` earns reward 1 when the same user clicks, saves or buys the same item within
 ``(t - clock_skew, t + window]``, and 0 otherwise (a dismiss is an explicit 0). The example is
-emitted once the watermark, the newest event time seen minus the allowed lateness, has passed
-``t + window``, so feedback that arrives late or out of order still counts:
+emitted once the watermark, the newest event time seen (in the flow: never past the wall clock,
+so one future-dated event cannot make every real impression "too late") minus the allowed
+lateness, has passed ``t + window``, so feedback that arrives late or out of order still counts:
 
 * feedback may arrive before its impression (different collections, different clients): it waits
   as an *orphan* until the impression comes;
@@ -36,6 +37,7 @@ import logging
 import math
 import pickle
 import threading
+import time
 import zlib
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -78,10 +80,18 @@ class AttributionParams:
     clock_skew_s: float = 60.0
     #: Number of shards (keys) users are spread over.
     shards: int = 16
+    #: The watermark never runs more than this ahead of the wall clock (None: no cap, pure event
+    #: time, as unit tests with made-up times want). The flow sets it (:meth:`from_settings`): one
+    #: future-dated event (a phone with a wrong clock, or a simulated day that runs to midnight)
+    #: would otherwise carry the watermark hours past now, and every real impression would then
+    #: be dropped as too late, also after a restart, since the watermark is in the snapshot.
+    max_ahead_s: float | None = None
 
     def __post_init__(self) -> None:
-        for name in ("window_s", "allowed_lateness_s", "late_grace_s", "clock_skew_s"):
+        for name in ("window_s", "allowed_lateness_s", "late_grace_s", "clock_skew_s", "max_ahead_s"):
             value = getattr(self, name)
+            if name == "max_ahead_s" and value is None:
+                continue
             if not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"{name} must be a finite number >= 0, not {value!r}")
         if self.window_s <= 0:
@@ -98,6 +108,9 @@ class AttributionParams:
             allowed_lateness_s=float(getattr(settings, "attribution_lateness_s", defaults.allowed_lateness_s)),
             late_grace_s=float(getattr(settings, "attribution_grace_s", defaults.late_grace_s)),
             shards=int(getattr(settings, "attribution_shards", defaults.shards)),
+            # The watermark is a promise that nothing older will come; past the wall clock it is
+            # a guess. Capped at now, a slightly fast clock only delays closing, never drops.
+            max_ahead_s=0.0,
         )
 
 
@@ -214,7 +227,12 @@ class AttributionState:
     sequence: int = 0
 
     def watermark(self, params: AttributionParams) -> float:
-        return self.max_ts - params.allowed_lateness_s
+        newest = self.max_ts
+        if params.max_ahead_s is not None:
+            # Capped when read, not when stored: a state recovered with a future max_ts (written
+            # before this cap existed) resumes attributing at once instead of hours later.
+            newest = min(newest, time.time() + params.max_ahead_s)
+        return newest - params.allowed_lateness_s
 
     def update(self, event: Event, params: AttributionParams) -> list[LabelledExample]:
         if not is_attribution_event(event):

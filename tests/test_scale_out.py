@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
 
+from flows.cluster import is_timely_network_panic
 from flows.runner import run_flow
 from kairos.config import Settings
 from kairos.features import VIEWS
@@ -67,17 +69,29 @@ def assert_same_as_one_process(settings: Settings, one_process) -> None:
     check_consistency(settings, OnlineFeatures(settings, apply=False))
 
 
-def test_two_processes_equal_one(tmp_path, one_process):
-    settings = home(tmp_path, "two_procs")
+def launch_two_processes(settings: Settings) -> list[tuple[int, str]]:
     addresses = f"127.0.0.1:{free_port()};127.0.0.1:{free_port()}"
     procs = [
         subprocess.Popen([sys.executable, "-m", "bytewax.run", FLOW, "-i", str(i), "-a", addresses], cwd=ROOT,
                          env=env_for(settings), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for i in range(2)
     ]
-    for proc in procs:
-        _, err = proc.communicate(timeout=300)
-        assert proc.returncode == 0, err[-3000:]
+    errors = [proc.communicate(timeout=300)[1] for proc in procs]
+    return [(proc.returncode, err) for proc, err in zip(procs, errors, strict=True)]
+
+
+def test_two_processes_equal_one(tmp_path, one_process):
+    settings = home(tmp_path, "two_procs")
+    results = launch_two_processes(settings)
+    if any(code != 0 for code, _ in results) and all(code == 0 or is_timely_network_panic(err)
+                                                      for code, err in results):
+        # Timely's network threads panic in 0-3 of 20 two-process launches on 2 CPUs, with no error
+        # of ours (flows/cluster.py); one retry on a fresh home, on that exact signature only.
+        warnings.warn("two-process run hit the Timely 'Send thread panic'; retrying once", stacklevel=1)
+        settings = home(tmp_path, "two_procs_retry")
+        results = launch_two_processes(settings)
+    for code, err in results:
+        assert code == 0, err[-3000:]
     assert_same_as_one_process(settings, one_process)
 
 
