@@ -9,16 +9,19 @@ PR #156), but all five crashed runs that were kept and inspected had written **n
 (those rows cross processes to their key's owner) and no catalog item, though they lasted about
 as long as a good run: the results were incomplete, so "outputs complete, panic after completion"
 is neither assumed nor claimed here. Starting process 1 only once process 0 listens (it is the
-one that accepts) did not help: 3 of 11 launches. With ``-w 2`` in
-one process there are no sockets and it cannot happen.
+one that accepts) did not help: 3 of 11 launches. Two more hypotheses were ruled out by the lead
+with the same loop (30 launches each): peers on ports below the kernel's ephemeral range (no TCP
+self-connect possible) crashed 10 of 30; a fixed ``PYTHONHASHSEED`` in both processes (same
+iteration orders, so the same dataflow) 5 of 30. With ``-w 2`` in one process there are no
+sockets and it cannot happen. The cause is not found.
 
 Why nothing in our Python prevents it: the sockets belong to Timely's send and receive threads,
 which ``CommsGuard::drop`` joins (``.expect("Send thread panic")``) inside ``cli_main``; a linger
 or a grace period in our code does not reach them.
 
 What we do: recognise the exact signature (and nothing else) so a caller can act on it openly.
-The scale-out test retries once on a fresh home and still compares every online row with the
-one-process run; ``kairos bench flow`` reruns the variant and names the panic in its report.
+The scale-out test retries up to twice on a fresh home and still compares every online row with
+the one-process run; ``kairos bench flow`` reruns the variant and names the panic in its report.
 """
 
 

@@ -69,6 +69,10 @@ def assert_same_as_one_process(settings: Settings, one_process) -> None:
     check_consistency(settings, OnlineFeatures(settings, apply=False))
 
 
+#: Launches of the two-process run before a Timely network panic fails the test (see flows/cluster.py).
+TIMELY_PANIC_ATTEMPTS = 3
+
+
 def launch_two_processes(settings: Settings) -> list[tuple[int, str]]:
     addresses = f"127.0.0.1:{free_port()};127.0.0.1:{free_port()}"
     procs = [
@@ -83,12 +87,16 @@ def launch_two_processes(settings: Settings) -> list[tuple[int, str]]:
 def test_two_processes_equal_one(tmp_path, one_process):
     settings = home(tmp_path, "two_procs")
     results = launch_two_processes(settings)
-    if any(code != 0 for code, _ in results) and all(code == 0 or is_timely_network_panic(err)
-                                                      for code, err in results):
-        # Timely's network threads panic in 0-3 of 20 two-process launches on 2 CPUs, with no error
-        # of ours (flows/cluster.py); one retry on a fresh home, on that exact signature only.
-        warnings.warn("two-process run hit the Timely 'Send thread panic'; retrying once", stacklevel=1)
-        settings = home(tmp_path, "two_procs_retry")
+    for attempt in range(1, TIMELY_PANIC_ATTEMPTS):
+        if not (any(code != 0 for code, _ in results)
+                and all(code == 0 or is_timely_network_panic(err) for code, err in results)):
+            break
+        # Timely's network threads panic in roughly 1 of 6-16 two-process launches on this 2-CPU
+        # machine, before any output is written and with no error of ours (flows/cluster.py). Retry
+        # on a fresh home on that exact signature only; every attempt's results are checked in full.
+        warnings.warn(f"two-process run hit the Timely 'Send thread panic' (attempt {attempt}); retrying",
+                      stacklevel=1)
+        settings = home(tmp_path, f"two_procs_retry{attempt}")
         results = launch_two_processes(settings)
     for code, err in results:
         assert code == 0, err[-3000:]
