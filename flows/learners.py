@@ -74,7 +74,9 @@ class UserLearnersPartition(StatefulSinkPartition[Event, bytes]):
         if self._encoder is None:
             from online.embeddings import shared_encoder
 
-            self._encoder = shared_encoder()  # loaded on first use: a flow without behaviour never pays
+            # Loaded on first use (a flow without behaviour never pays); it follows promotions in
+            # this home's model registry.
+            self._encoder = shared_encoder(self.settings)
         return self._encoder.encode(texts)
 
     def _item_text(self, item_id: str) -> str | None:

@@ -77,7 +77,7 @@ class TasteIndexRefresher:
         try:
             # Load MiniLM before asking for the index: the index is created under the services'
             # extras lock, which requests take too, and loading the model takes seconds.
-            shared_encoder()
+            shared_encoder(self.services.settings)
             indexer = item_indexer(self.services)
         except Exception:  # no encoder: suggestions simply go without the taste part
             log.warning("item index unavailable; suggestions rank without taste", exc_info=True)

@@ -200,7 +200,7 @@ class ModerationDesk:
         if self._encoder is None:
             from online.embeddings import shared_encoder
 
-            self._encoder = shared_encoder()
+            self._encoder = shared_encoder(self.services.settings)
         return self._encoder
 
     def close(self) -> None:

@@ -315,8 +315,8 @@ def item_indexer(services: Services) -> CatalogIndexer:
     def build(s: Services) -> CatalogIndexer:
         from online.embeddings import shared_encoder
 
-        encoder = shared_encoder()
         settings: Settings = s.settings
+        encoder = shared_encoder(settings)  # its registry (hot swap) lives under this home
         index = ItemIndex(dim=encoder.dim, bucket_resolution=int(getattr(settings, "search_bucket_resolution", 7)))
         return CatalogIndexer(s.catalog, index, encoder.encode,
                               refresh_interval_s=float(getattr(settings, "search_refresh_s", 1.0)))
