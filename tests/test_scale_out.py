@@ -70,7 +70,7 @@ def assert_same_as_one_process(settings: Settings, one_process) -> None:
 
 
 #: Launches of the two-process run before a Timely network panic fails the test (see flows/cluster.py).
-TIMELY_PANIC_ATTEMPTS = 3
+TIMELY_PANIC_ATTEMPTS = 5
 
 
 def launch_two_processes(settings: Settings) -> list[tuple[int, str]]:
@@ -92,8 +92,9 @@ def test_two_processes_equal_one(tmp_path, one_process):
                 and all(code == 0 or is_timely_network_panic(err) for code, err in results)):
             break
         # Timely's network threads panic in roughly 1 of 6-16 two-process launches on this 2-CPU
-        # machine, before any output is written and with no error of ours (flows/cluster.py). Retry
-        # on a fresh home on that exact signature only; every attempt's results are checked in full.
+        # machine (the first launch did in 3 of 5 full-suite runs; no retry did), before any output
+        # is written and with no error of ours (flows/cluster.py). Retry on a fresh home on that
+        # exact signature only; every attempt's results are checked in full.
         warnings.warn(f"two-process run hit the Timely 'Send thread panic' (attempt {attempt}); retrying",
                       stacklevel=1)
         settings = home(tmp_path, f"two_procs_retry{attempt}")
