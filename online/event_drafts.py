@@ -199,8 +199,10 @@ def resolve_window(
     >>> (end - start).total_seconds() / 3600, starts_at == start
     (3.0, True)
     """
-    start = _utc(valid_from) if valid_from is not None else now.replace(microsecond=0)
-    end = _utc(valid_to) if valid_to is not None else start + DEFAULT_DURATION[kind]
+    # The document carries whole seconds (``_iso``): check the window it will really have, or an
+    # end a fraction of a second after ``now`` passes here and decodes as already over.
+    start = (_utc(valid_from) if valid_from is not None else now).replace(microsecond=0)
+    end = (_utc(valid_to) if valid_to is not None else start + DEFAULT_DURATION[kind]).replace(microsecond=0)
     if end <= start:
         raise DraftError("valid_to", f"must be after valid_from ({start.isoformat()})")
     if end <= now:
