@@ -25,6 +25,7 @@ from kairos.stores.event_store import SqliteEventStore
 from kairos.stores.offline_log import OfflineLog
 from serving.app import create_app
 from serving.deps import Services
+from tests.api_errors import assert_error
 
 AT = datetime(2026, 5, 6, tzinfo=UTC)  # the window is the two days before: May 4 and 5
 DAY = timedelta(days=1)
@@ -130,14 +131,6 @@ def area(env: Env, **params: Any) -> Any:
 def business(env: Env, business_id: str = "b1", **params: Any) -> Any:
     query = {"at": AT.isoformat(), "days": 2, "tz": "UTC", **params}
     return env.client.get(f"/v1/analytics/businesses/{business_id}", params=query)
-
-
-def assert_error(response: Any, status: int, *fragments: str) -> None:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert set(body) == {"error"} and body["error"]["status"] == status
-    for fragment in fragments:
-        assert fragment in body["error"]["message"], body["error"]["message"]
 
 
 # ---- area ----------------------------------------------------------------------------------------

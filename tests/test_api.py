@@ -21,6 +21,7 @@ from kairos.stores.catalog import CatalogItem
 from online.transparent_ranker import PARTS
 from serving.app import create_app
 from serving.deps import Services
+from tests.api_errors import assert_error
 
 AT = datetime(2026, 5, 1, 18, 0, tzinfo=UTC)
 AT_ISO = "2026-05-01T18:00:00Z"
@@ -196,17 +197,6 @@ def suggestions(env: Env, user_id: str = "spa_lover", **params: Any) -> Any:
 
 def by_id(body: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {i["item_id"]: i for i in body["items"]}
-
-
-def assert_error(response: Any, status: int, *fragments: str) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert set(body) == {"error"}
-    assert body["error"]["status"] == status
-    assert isinstance(body["error"]["message"], str) and body["error"]["message"]
-    for fragment in fragments:
-        assert fragment in body["error"]["message"], body["error"]["message"]
-    return body["error"]
 
 
 # -- health ----------------------------------------------------------------------------------------

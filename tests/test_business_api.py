@@ -26,6 +26,7 @@ from kairos.stores.offline_log import OfflineLog
 from online.market_model import MarketModel, build_market_model, market_model_path
 from serving.app import create_app
 from serving.deps import Services
+from tests.api_errors import assert_error
 
 AT = datetime(2026, 5, 4, 8, tzinfo=UTC)  # a Monday, 8:00 UTC: the morning rush
 WEEK_AGO = AT.replace(hour=0) - timedelta(days=7)
@@ -112,15 +113,6 @@ def pricing(env: Env, business: str = "b1", **params: Any) -> Any:
 
 def by_id(body: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {i["item_id"]: i for i in body["items"]}
-
-
-def assert_error(response: Any, status: int, *fragments: str) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert set(body) == {"error"} and body["error"]["status"] == status
-    for fragment in fragments:
-        assert fragment in body["error"]["message"], body["error"]["message"]
-    return body["error"]
 
 
 def test_feed_prices_every_active_item_and_says_why_others_are_skipped(env: Env) -> None:

@@ -26,6 +26,7 @@ from kairos.stores.offline_log import OfflineLog
 from serving.app import create_app
 from serving.deps import Services
 from serving.routers.moderation import ModerationDesk
+from tests.api_errors import assert_error
 
 NOW = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 T0 = NOW.timestamp()
@@ -121,15 +122,6 @@ def draft(env: Env, **changes: Any) -> dict[str, Any]:
 
 def publish(env: Env, draft_id: str, business_id: str = "b-cafe") -> Any:
     return env.client.post("/v1/events", json={"draft_id": draft_id, "business_id": business_id})
-
-
-def assert_error(response: Any, status: int, *fragments: str) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    error = response.json()["error"]
-    assert error["status"] == status
-    for fragment in fragments:
-        assert fragment in error["message"], error["message"]
-    return error
 
 
 # -- drafting and publishing -----------------------------------------------------------------------

@@ -19,6 +19,7 @@ from kairos.geo import cell_of
 from kairos.stores.offline_log import OfflineLog
 from serving.app import create_app
 from serving.deps import Services
+from tests.api_errors import assert_error
 
 #: Reset when the module's app is built: ages are measured against the wall clock, and in a full run
 #: the fixture starts minutes after this module is imported.
@@ -79,13 +80,6 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
 
 def iso(epoch: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
-
-
-def assert_error(response: Any, status: int, *fragments: str) -> None:
-    assert response.status_code == status, response.text
-    message = response.json()["error"]["message"]
-    for fragment in fragments:
-        assert fragment in message, message
 
 
 def test_catalog_lists_the_views_as_registered_in_feast(env: Env) -> None:

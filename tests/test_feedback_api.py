@@ -23,6 +23,7 @@ from serving.app import create_app
 from serving.deps import Services
 from serving.impressions import FEEDBACK_COLLECTION, impression_documents, log_impressions
 from serving.suggestions import build_suggestions
+from tests.api_errors import assert_error
 
 NOW = datetime.now(UTC)
 T0 = NOW.timestamp()
@@ -96,15 +97,6 @@ def stored(env: Env) -> list[Any]:
 def post(env: Env, **body: Any) -> Any:
     payload = {"request_id": uuid.uuid4().hex, "user_id": "u1", "item_id": "spa_zen", "kind": "click"} | body
     return env.client.post("/v1/feedback", json={k: v for k, v in payload.items() if v is not None})
-
-
-def assert_error(response: Any, status: int, *fragments: str) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert set(body) == {"error"} and body["error"]["status"] == status
-    for fragment in fragments:
-        assert fragment in body["error"]["message"], body["error"]["message"]
-    return body["error"]
 
 
 # -- accepted feedback ---------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from kairos.stores.moderation_store import ItemRecord
 from serving.app import create_app
 from serving.deps import Services
 from serving.routers.moderation import ModerationDesk
+from tests.api_errors import assert_error
 
 NOW = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 T0 = NOW.timestamp()
@@ -98,14 +99,6 @@ def report(env: Env, reporter: str, target: str, reason: str = "spam", target_ty
 def decide(env: Env, queue_id: str, action: str, **extra: Any) -> Any:
     return env.client.post(f"/v1/moderation/queue/{queue_id}/decision",
                            json={"action": action, "moderator": "mod-1", **extra})
-
-
-def assert_error(response: Any, status: int, *fragments: str) -> None:
-    assert response.status_code == status, response.text
-    error = response.json()["error"]
-    assert error["status"] == status
-    for fragment in fragments:
-        assert fragment in error["message"], error["message"]
 
 
 def reach_review(env: Env, item_id: str, reporters: tuple[str, ...], reason: str = "spam") -> None:
