@@ -59,6 +59,9 @@ from kairos.simulate.model import (
 )
 from kairos.simulate.world import HOUR_S, build_businesses, offset_km
 
+# The simulator's truth and the recommender's model share one formula: E[min(capacity, Poisson)].
+from online.price_recommender import expected_sales
+
 #: Units an item can sell per hour, by category (a café serves more than a masseur).
 CAPACITY_PER_HOUR: dict[str, int] = {
     "coffee": 4, "food": 3, "spa": 1, "fitness": 2, "sport": 4, "culture": 3, "retail": 2, "services": 1,
@@ -374,18 +377,6 @@ def stage_probability(
         * max(demand, 0.0) ** a_demand
     )
     return np.clip(probability, 0.0, MAX_PROBABILITY)
-
-
-def expected_sales(demand: float, capacity: int) -> float:
-    """``E[min(capacity, Poisson(demand))]``."""
-    if demand <= 0:
-        return 0.0
-    p = math.exp(-demand)
-    shortfall = 0.0
-    for k in range(capacity):
-        shortfall += (capacity - k) * p
-        p *= demand / (k + 1)
-    return max(0.0, capacity - shortfall)
 
 
 def local_hour_label(env: PricingEnv, hour: int) -> str:
