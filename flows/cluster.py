@@ -29,6 +29,10 @@ and still compares every online row with the one-process run; ``kairos bench flo
 from __future__ import annotations
 
 import re
+import subprocess
+import threading
+import time
+from dataclasses import dataclass
 
 #: The lines the panic prints; nothing else there may name an error.
 _PANIC = re.compile(r"^pyo3_runtime\.PanicException: Send thread panic")
@@ -52,3 +56,77 @@ def is_timely_network_panic(stderr: str) -> bool:
             continue
         return False
     return True
+
+
+#: Why :func:`wait_cluster` killed a process.
+KILLED_TIMEOUT = "still running at the launch's deadline"
+KILLED_AFTER_PEER = "still running after its peer process failed"
+
+
+@dataclass(frozen=True)
+class ProcessOutcome:
+    """How one process of a cluster launch ended: its exit code, its stderr, and ``killed`` when
+    :func:`wait_cluster` had to kill it: :data:`KILLED_TIMEOUT` or :data:`KILLED_AFTER_PEER`."""
+
+    code: int
+    stderr: str
+    killed: str | None = None
+
+    def describe(self, index: int) -> str:
+        how = f"killed ({self.killed})" if self.killed else f"exit {self.code}"
+        return f"process {index} ({how}):\n{self.stderr[-3000:]}"
+
+    @property
+    def ok(self) -> bool:
+        return self.code == 0 and self.killed is None
+
+
+def wait_cluster(procs: list[subprocess.Popen[str]], timeout_s: float, grace_s: float = 30.0) -> list[ProcessOutcome]:
+    """Wait for every process of a multi-process run, never forever.
+
+    A process whose peer died stays in Timely's ``cli_main`` waiting for it, idle, for good (seen
+    with ``kairos bench flow``: process 1 exited, process 0 never did). So once one process fails,
+    the others get ``grace_s`` to finish on their own and are then killed; and every process still
+    running after ``timeout_s`` is killed. The processes' stderr must be pipes (``text=True``);
+    they are drained by threads so a chatty process cannot block on a full pipe."""
+    outputs: list[list[str]] = [[] for _ in procs]
+    readers = [threading.Thread(target=lambda p=proc, out=out: out.append(p.stderr.read() if p.stderr else ""),
+                                daemon=True) for proc, out in zip(procs, outputs, strict=True)]
+    for reader in readers:
+        reader.start()
+    deadline = time.monotonic() + timeout_s
+    killed: dict[int, str] = {}
+    peer_failed_at: float | None = None
+    while [proc.poll() for proc in procs].count(None):  # a list: every process polled, none short-circuited
+        now = time.monotonic()
+        if peer_failed_at is None and any(proc.returncode not in (None, 0) for proc in procs):
+            peer_failed_at = now
+        reason = None
+        if now >= deadline:
+            reason = KILLED_TIMEOUT
+        elif peer_failed_at is not None and now - peer_failed_at >= grace_s:
+            reason = KILLED_AFTER_PEER
+        if reason:
+            for i, proc in enumerate(procs):
+                if proc.poll() is None:
+                    proc.kill()
+                    killed[i] = reason
+            for proc in procs:
+                proc.wait()
+            break
+        time.sleep(0.05)
+    for reader in readers:
+        reader.join(timeout=10)
+    return [ProcessOutcome(proc.returncode, "".join(out), killed.get(i))
+            for i, (proc, out) in enumerate(zip(procs, outputs, strict=True))]
+
+
+def is_timely_failure(outcomes: list[ProcessOutcome]) -> bool:
+    """A failed launch whose every failure is the Timely panic: at least one process shows the
+    panic's exact signature and each other one succeeded, shows it too, or was killed hanging
+    after its peer failed (it waits for the dead peer in ``cli_main``)."""
+    failed = [o for o in outcomes if not o.ok]
+    if not failed or not any(o.killed is None and is_timely_network_panic(o.stderr) for o in failed):
+        return False
+    return all(is_timely_network_panic(o.stderr) if o.killed is None else o.killed == KILLED_AFTER_PEER
+               for o in failed)

@@ -23,8 +23,16 @@ LEARNING = "flows.dataflow:learning_flow_from_env(follow=False)"
 PASSTHROUGH = "flows.passthrough:passthrough_from_env()"
 
 
-def run_variant(base: Path, root: Path, name: str, flow: str, processes: int, env_extra: dict[str, str]) -> float:
-    """Seconds from the first record read to the last sink closed, on a fresh copy of the log."""
+#: A variant that runs longer than this is killed and counts as a failed attempt (a process whose
+#: peer died waits for it forever); the default 3-day run takes well under a minute.
+VARIANT_TIMEOUT_S = 900.0
+
+
+def run_variant(base: Path, root: Path, name: str, flow: str, processes: int, env_extra: dict[str, str],
+                timeout_s: float = VARIANT_TIMEOUT_S) -> float:
+    """Seconds from the first record read to the last sink closed, on a fresh copy of the log.
+    Raises ``RuntimeError`` when a process fails or the run outlasts ``timeout_s``."""
+    from flows.cluster import is_timely_failure, wait_cluster
     from flows.timing import span
 
     home = root / name
@@ -42,22 +50,18 @@ def run_variant(base: Path, root: Path, name: str, flow: str, processes: int, en
         addresses = ";".join(f"127.0.0.1:{free_port()}" for _ in range(processes))
         procs = [subprocess.Popen([*cmd, "-i", str(i), "-a", addresses], env=env, stderr=subprocess.PIPE, text=True)
                  for i in range(processes)]
-    errors = [proc.communicate()[1] for proc in procs]
-    failed = [f"process {i} (exit {proc.returncode}):\n{err[-3000:]}" for i, (proc, err)
-              in enumerate(zip(procs, errors, strict=True))
-              if proc.returncode != 0]
-    if failed:
-        from flows.cluster import is_timely_network_panic
-
+    outcomes = wait_cluster(procs, timeout_s=timeout_s)
+    if not all(outcome.ok for outcome in outcomes):
         # Named, so the report tells Timely's network-thread panic (flows/cluster.py) from a real error.
-        race = all(is_timely_network_panic(err) for proc, err in zip(procs, errors, strict=True) if proc.returncode != 0)
-        raise RuntimeError(f"{name} failed{' (Timely send-thread panic)' if race else ''}:\n" + "\n".join(failed))
+        race = is_timely_failure(outcomes)
+        raise RuntimeError(f"{name} failed{' (Timely send-thread panic)' if race else ''}:\n"
+                           + "\n".join(o.describe(i) for i, o in enumerate(outcomes) if not o.ok))
     start, end = span(timing_file)
     return end - start
 
 
 def run_with_retries(base: Path, root: Path, name: str, flow: str, processes: int, env_extra: dict[str, str],
-                     failures: list[str], attempts: int = 3) -> float:
+                     failures: list[str], attempts: int = 3, timeout_s: float = VARIANT_TIMEOUT_S) -> float:
     """:func:`run_variant`, run again (on a fresh copy) if it fails: two Bytewax processes
     sometimes abort ("Send thread panic" in Timely's network threads, 0-3 in 20 launches of the
     small scale-out fixture on 2 CPUs, not only at the end of the run; see :mod:`flows.cluster`).
@@ -65,7 +69,9 @@ def run_with_retries(base: Path, root: Path, name: str, flow: str, processes: in
     reported, the panic named as such."""
     for attempt in range(1, attempts + 1):
         try:
-            return run_variant(base, root, name if attempt == 1 else f"{name}-{attempt}", flow, processes, env_extra)
+            # ``_``, not ``-``: the name goes into the Feast project, which allows only letters, digits and _.
+            return run_variant(base, root, name if attempt == 1 else f"{name}_{attempt}", flow, processes, env_extra,
+                               timeout_s)
         except RuntimeError as exc:
             lines = str(exc).strip().splitlines()
             failures.append(f"{name} attempt {attempt}: {lines[0][:120]} {lines[-1][:200]}")
