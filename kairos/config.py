@@ -42,6 +42,9 @@ class Settings:
     redis_url: str = "127.0.0.1:6379"
     #: ``redis`` or ``redis_cluster`` (Feast's Redis Cluster client for online features).
     redis_type: str = "redis"
+    #: Socket (and connect) timeout of the Feast Redis client, unless KAIROS_REDIS_URL sets its own
+    #: ``socket_timeout``: a Redis that hangs fails a read after this long instead of never.
+    redis_timeout_s: float = 2.0
     #: Event source: ``sqlite`` (the embedded log under KAIROS_HOME) or ``mongo`` (change streams).
     event_store: str = "sqlite"
     #: MongoDB connection string (a replica set: change streams need one) and database.
@@ -83,6 +86,12 @@ class Settings:
     #: Suggestions keep the candidates around a point (catalog items with their ``item_stats`` and
     #: area prices) per H3 cell for this long, refreshed in the background; 0 turns the cache off.
     suggest_cache_ttl_s: float = 5.0
+    #: Serve ``GET /v1/users/{id}/suggestions`` on the event loop instead of the thread pool: its
+    #: store reads take well under a millisecond, and the hand-off to a worker thread and back cost
+    #: about a third of a request's CPU. While Redis hangs (rather than refuses), a read then holds
+    #: the worker's loop for up to KAIROS_REDIS_TIMEOUT_S before the breaker serves last known
+    #: values; ``false`` keeps the thread pool.
+    api_inline_suggestions: bool = True
     #: H3 resolution of the cells that candidate cache is keyed by (7: about 5 km²).
     suggest_cache_resolution: int = 7
     #: Impressions wait in a queue of this many responses for the background writer; when it is
@@ -197,6 +206,8 @@ class Settings:
             raise ValueError("KAIROS_MODEL_POLL_INTERVAL_S must be in (0, 1]: the API promises ≤ 5 s staleness")
         if self.redis_type not in ("redis", "redis_cluster"):
             raise ValueError(f"KAIROS_REDIS_TYPE must be 'redis' or 'redis_cluster', not {self.redis_type!r}")
+        if not self.redis_timeout_s > 0:
+            raise ValueError("KAIROS_REDIS_TIMEOUT_S must be > 0 seconds")
         if not 0 <= self.h3_resolution <= 15 or not 0 <= self.home_resolution <= 15:
             raise ValueError("KAIROS_H3_RESOLUTION and KAIROS_HOME_RESOLUTION must be in 0..15")
 

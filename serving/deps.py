@@ -102,11 +102,13 @@ def start_ranker(settings: Settings) -> Any:
     return LiveRanker(watcher, min_examples=settings.bandit_min_examples)
 
 
-def get_services(request: Request) -> Services:
+# ``async`` on purpose: FastAPI runs a plain ``def`` dependency on its thread pool, and the
+# hand-off to a worker thread and back cost more CPU than these attribute reads.
+async def get_services(request: Request) -> Services:
     return request.app.state.services
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     return request.app.state.services.settings
 
 

@@ -70,6 +70,20 @@ def test_queued_impressions_are_written_in_batches_exactly_as_built() -> None:
     writer.close()
 
 
+def test_the_writer_lingers_so_a_burst_of_responses_is_one_append() -> None:
+    store = MemoryStore()  # instant: without the linger the writer would wake for the first job alone
+    writer = ImpressionWriter(store, linger_s=0.5)
+    jobs = [job(n) for n in range(10)]
+    assert writer.submit(jobs[0])
+    deadline = time.monotonic() + 5
+    while writer._queue.qsize() and time.monotonic() < deadline:  # the writer has taken the first
+        time.sleep(0.001)
+    assert all(writer.submit(j) for j in jobs[1:])
+    assert writer.flush(10)
+    assert len(store.batches) == 1 and store.documents == [d for j in jobs for d in j.documents()]
+    writer.close()
+
+
 def test_close_drains_everything_queued() -> None:
     store = MemoryStore(delay_s=0.05)
     writer = ImpressionWriter(store, maxsize=1000, batch_docs=3)  # one response per append: slow drain

@@ -84,3 +84,38 @@ def test_api_serves_last_known_values_while_redis_is_down(tmp_path, own_redis):
         time.sleep(1.1)  # the breaker lets the next request try the store again
         back = client.get(f"/v1/users/{user}/suggestions", params={"at": at})
         assert back.status_code == 200 and back.json()["degraded"] is False
+
+
+@pytest.mark.parametrize("inline", [True, False], ids=["on-the-event-loop", "on-the-thread-pool"])
+def test_a_hung_redis_fails_reads_after_the_timeout_and_the_api_degrades(tmp_path, own_redis, inline):
+    """SIGSTOP: the server keeps its connections but answers nothing (a hang, not a refusal).
+    Without socket timeouts on Feast's client the request would wait forever."""
+    import signal
+    import threading
+
+    settings = Settings(home=tmp_path / "home", profile="redis", redis_url=own_redis.url, feast_project="hung_api",
+                        auth_required=False, epoch_interval_s=0.5, redis_timeout_s=0.5, api_inline_suggestions=inline)
+    simulate(open_event_store(settings), SimConfig(seed=9, days=1, n_users=20, n_businesses=10), settings.sim_dir)
+    from flows.runner import run_flow
+
+    run_flow(settings, progress=False)
+    at = datetime.now(UTC).isoformat()
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        fresh = client.get("/v1/users/u0001/suggestions", params={"at": at})
+        assert fresh.status_code == 200 and fresh.json()["degraded"] is False
+        answers: list = []
+        os.kill(own_redis.proc.pid, signal.SIGSTOP)
+        try:
+            asking = threading.Thread(target=lambda: answers.append(
+                client.get("/v1/users/u0001/suggestions", params={"at": at})), daemon=True)
+            started = time.monotonic()
+            asking.start()
+            asking.join(timeout=30)
+            waited = time.monotonic() - started
+        finally:
+            os.kill(own_redis.proc.pid, signal.SIGCONT)
+        assert answers, "the request hung on a Redis that does not answer"
+        assert answers[0].status_code == 200, answers[0].text
+        assert answers[0].json()["degraded"] is True
+        assert [i["item_id"] for i in answers[0].json()["items"]] == [i["item_id"] for i in fresh.json()["items"]]
+        assert waited < 10  # a few reads, each a timeout and one retry, before the breakers open

@@ -213,3 +213,14 @@ def test_candidate_dataclass_round_trip() -> None:
     with pytest.raises(AttributeError):
         candidate.item_id = "y"  # type: ignore[misc]
     assert replace(candidate, price=3.0).price == 3.0
+
+
+def test_feast_gets_socket_timeouts_unless_the_url_sets_them(tmp_path) -> None:
+    from kairos.stores.online_features import feast_redis_connection
+
+    settings = Settings(home=tmp_path, profile="redis", redis_url="10.0.0.5:6379,db=3", redis_timeout_s=0.75)
+    assert feast_redis_connection(settings) == "10.0.0.5:6379,db=3,socket_timeout=0.75,socket_connect_timeout=0.75"
+    own = settings.with_(redis_url="10.0.0.5:6379,socket_timeout=9")
+    assert feast_redis_connection(own) == "10.0.0.5:6379,socket_timeout=9,socket_connect_timeout=0.75"
+    with pytest.raises(ValueError, match="KAIROS_REDIS_TIMEOUT_S"):
+        settings.with_(redis_timeout_s=0).validate()

@@ -27,13 +27,24 @@ from kairos.features import VIEWS, ViewSpec
 log = logging.getLogger(__name__)
 
 
+def feast_redis_connection(settings: Settings) -> str:
+    """``KAIROS_REDIS_URL`` for Feast, with socket timeouts (``KAIROS_REDIS_TIMEOUT_S``) unless it
+    sets its own: redis-py's default is to wait forever on a Redis that stopped answering."""
+    url = settings.redis_url
+    keys = {part.split("=", 1)[0].strip() for part in url.split(",") if "=" in part}
+    for key in ("socket_timeout", "socket_connect_timeout"):
+        if key not in keys:
+            url += f",{key}={settings.redis_timeout_s:g}"
+    return url
+
+
 def repo_config(settings: Settings) -> RepoConfig:
     settings.feast_dir.mkdir(parents=True, exist_ok=True)
     if settings.profile == "redis":
         # skip_dedup: last write wins. Feast's default drops a row whose event time equals the stored
         # one, but a late event folds into a row with the *same* as_of and must replace it. Our sink
         # already keeps the newest row per key of a batch, and rows of a key arrive in order.
-        online: Any = RedisOnlineStoreConfig(connection_string=settings.redis_url, skip_dedup=True,
+        online: Any = RedisOnlineStoreConfig(connection_string=feast_redis_connection(settings), skip_dedup=True,
                                              redis_type=settings.redis_type)
     else:
         online = SqliteOnlineStoreConfig(path=str(settings.feast_dir / "online_store.db"))
@@ -190,6 +201,12 @@ class OnlineFeatures:
     def _provider(self) -> Any:
         if self._provider_cache is None:
             self._provider_cache = self.store._get_provider()
+            if self.settings.profile == "redis":
+                # Fail fast (kairos/stores/redis_conn.py): Feast's client keeps redis-py's 10 retries.
+                from kairos.stores.redis_conn import fail_fast_retry
+
+                client = self._provider_cache.online_store._get_client(self.store.config.online_store)
+                client.set_retry(fail_fast_retry())
         return self._provider_cache
 
     def _feature_view(self, view: str) -> Any:

@@ -5,6 +5,18 @@ from __future__ import annotations
 from typing import Any
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+#: Immediate retries of one Redis command (a pooled connection that a restart closed). redis-py's
+#: own default is 10 retries with backoff, each waiting a socket timeout: a hung Redis then held a
+#: serving read for half a minute. Callers that must ride out an outage (the flow's sinks) retry
+#: with their own backoff; serving degrades to last known values.
+FAST_RETRIES = 1
+
+
+def fail_fast_retry() -> Retry:
+    return Retry(NoBackoff(), FAST_RETRIES)
 
 
 def parse_redis_url(url: str) -> dict[str, Any]:
@@ -29,4 +41,5 @@ def parse_redis_url(url: str) -> dict[str, Any]:
 
 def redis_client(url: str, timeout_s: float = 2.0) -> redis.Redis:
     # Short timeouts: a dead Redis must fail fast so the caller can retry or degrade.
-    return redis.Redis(**parse_redis_url(url), socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+    return redis.Redis(**parse_redis_url(url), socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
+                       retry=fail_fast_retry())

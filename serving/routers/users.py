@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query
+from fastapi.concurrency import run_in_threadpool
 from pydantic import Field
 
 from kairos.config import Settings
@@ -69,7 +70,7 @@ class LocationResponse(LocationSuggestionsResponse):
     response_model=SuggestionsResponse,
     summary="Ranked items near the user now, with score parts and a reason",
 )
-def get_suggestions(
+async def get_suggestions(
     user_id: UserId,
     services: ServicesDep,
     lat: Annotated[Latitude | None, Query(description="default: the user's last known latitude")] = None,
@@ -78,6 +79,25 @@ def get_suggestions(
     limit: Limit = 10,
     at: Annotated[IsoTime | None, Query(description="ISO-8601 time to suggest for; default now")] = None,
 ) -> SuggestionsResponse:
+    # On the event loop unless KAIROS_API_INLINE_SUGGESTIONS=false (why: kairos/config.py).
+    def answer() -> SuggestionsResponse:
+        return suggestions_for(services, user_id, lat, lon, radius_km, limit, at)
+
+    if services.settings.api_inline_suggestions:
+        return answer()
+    return await run_in_threadpool(answer)
+
+
+def suggestions_for(
+    services: Services,
+    user_id: str,
+    lat: float | None,
+    lon: float | None,
+    radius_km: float | None,
+    limit: int,
+    at: datetime | None,
+) -> SuggestionsResponse:
+    """What ``GET /v1/users/{id}/suggestions`` answers (parameters already validated)."""
     if (lat is None) != (lon is None):
         missing = "lon" if lon is None else "lat"
         raise ApiError(
