@@ -49,10 +49,13 @@ def main() -> None:
     from bytewax.testing import run_main
 
     from flows.dataflow import build_learning_flow
+    from flows.gc_tuning import tune_gc
     from flows.runner import learning_recovery_dir, recovery_config
 
     recovery, _ = recovery_config(settings, learning_recovery_dir(settings))
-    run_main(build_learning_flow(settings, follow=follow), epoch_interval=timedelta(seconds=settings.epoch_interval_s),
+    flow = build_learning_flow(settings, follow=follow)
+    tune_gc(settings)  # this process runs only the learning flow
+    run_main(flow, epoch_interval=timedelta(seconds=settings.epoch_interval_s),
              recovery_config=recovery)
 
 

@@ -18,6 +18,7 @@ from bytewax.testing import run_main
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from flows.dataflow import build_flow
+from flows.gc_tuning import tuned_gc
 from flows.source import PROGRESS
 from kairos.config import Settings
 from kairos.stores.event_store import open_event_store
@@ -115,7 +116,8 @@ def run_flow(settings: Settings, follow: bool = False, progress: bool | Progress
     learning = start_learning_flow(settings, follow) if settings.learners else None
     finished = False
     try:
-        run_main(flow, epoch_interval=timedelta(seconds=settings.epoch_interval_s), recovery_config=recovery)
+        with tuned_gc(settings):
+            run_main(flow, epoch_interval=timedelta(seconds=settings.epoch_interval_s), recovery_config=recovery)
         seconds = time.perf_counter() - started
         learning_seconds = None
         if learning is not None:

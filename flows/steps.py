@@ -15,8 +15,9 @@ import math
 import operator
 import statistics
 from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from kairos import geo
 from kairos.features import (
@@ -33,6 +34,9 @@ from kairos.features import (
 )
 from kairos.schema import ITEM_KINDS, Event
 from kairos.stores.catalog import CatalogItem
+
+X = TypeVar("X")
+V = TypeVar("V")
 
 WINDOW_S = {name: w.total_seconds() for name, w in WINDOWS.items()}
 USER_MAX_S = max(WINDOW_S[w] for w in USER_WINDOWS)
@@ -95,6 +99,26 @@ def _quantile(values: list[float], q: float) -> float | None:
     pos = (len(ordered) - 1) * q
     lo, hi = math.floor(pos), math.ceil(pos)
     return float(ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo))
+
+
+def group_by_key(batch: Iterable[X], signal: Callable[[X], tuple[str, V] | None]) -> list[tuple[str, list[V]]]:
+    """A batch's ``signal``s grouped by key, in arrival order within each key (items whose signal
+    is None are left out): what a keyed step is sent, one list per key and batch.
+
+    >>> group_by_key(["a1", "b2", "a3", "-"], lambda s: (s[0], s[1]) if s != "-" else None)
+    [('a', ['1', '3']), ('b', ['2'])]
+    """
+    groups: dict[str, list[V]] = {}
+    for item in batch:
+        keyed = signal(item)
+        if keyed is not None:
+            key, value = keyed
+            group = groups.get(key)
+            if group is None:
+                groups[key] = [value]
+            else:
+                group.append(value)
+    return list(groups.items())
 
 
 # ----------------------------------------------------------------------------------- user_activity

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pickle
 from datetime import datetime, timedelta, timezone
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from flows.steps import (
     FeatureParams,
     UserActivityState,
     demand_record,
+    split_key,
     user_signal,
 )
 from kairos.config import Settings
@@ -96,3 +98,72 @@ def test_offline_sink_keys_to_parts_built_in_this_process(tmp_path: Path) -> Non
             part.close()
     assert sink.key("e1") == "e1"  # closed parts are forgotten
     assert not sinks._LOCAL_PARTS["kzg_test_events"]
+
+
+def test_signals_are_grouped_per_key_and_batch_in_arrival_order() -> None:
+    from flows.dataflow import _demand, _demand_signal, _item_event, _user_activity, _user_signal
+    from flows.steps import ItemState, group_by_key
+
+    params = FeatureParams()
+    batch = [event(3, "location"), event(1, "purchase", actor_id="u2"), event(2, "view"),
+             event(4, "offer", actor_type="business", actor_id="b1", item_id="i9", attrs={"op": "create"})]
+    users = group_by_key(batch, partial(_user_signal, params))
+    assert [key for key, _ in users] == ["u1", "u2"]  # one item per user, whatever its events
+    assert [s[1][1] for s in users[0][1]] == ["e3", "e2"]  # in arrival order
+    # Folding the groups (as they arrive in batches, pickled) gives what folding each event gives.
+    for key, signals in users:
+        grouped, one_by_one = UserActivityState(), UserActivityState()
+        groups = [pickle.loads(pickle.dumps(signals[:1]))] + ([signals[1:]] if len(signals) > 1 else [])
+        _user_activity(params, grouped, groups)
+        for ev in batch:
+            if ev.actor_id == key and ev.actor_type == "user":
+                one_by_one.update(ev, params)
+        assert grouped == one_by_one
+
+    demand = dict(group_by_key(batch, _demand_signal))
+    assert all(signal[0] == key for key, signals in demand.items() for signal in signals)
+    key = next(iter(demand))
+    [(view, row)] = _demand(CellDemandState(), [demand[key]])
+    assert view == "cell_demand" and (row["cell"], row["category"]) == split_key(key)
+
+    items = dict(group_by_key(batch, _item_event))
+    assert set(items) == {"i1", "i9"} and [e.event_id for e in items["i1"]] == ["e1", "e2"]  # a location names no item
+    assert [tag for tag, _ in ItemState().update_batch(items["i9"])] == ["item_stats", "catalog", "supply"]
+
+
+def test_events_table_is_the_row_by_row_table() -> None:
+    import pyarrow as pa
+
+    from kairos.stores.offline_log import EVENT_SCHEMA, events_table
+
+    events = [event(1), event(2, valid_from=T0, valid_to=T0 + timedelta(days=1)),
+              event(5, item_id=None, category=None, lat=None, lon=None, cell=None, price=None, original_price=None,
+                    currency=None, text=None, attrs={"z": 1, "a": T0})]
+    assert events_table(events).equals(pa.Table.from_pylist([e.to_row() for e in events], schema=EVENT_SCHEMA))
+
+
+def test_feature_rows_table_stamps_as_of_to_the_microsecond() -> None:
+    from kairos.stores.offline_log import rows_table
+
+    rows = [{"user_id": "u1", "as_of": 1_700_000_000.123456, "spend_7d": 3.5},
+            {"user_id": "u2", "as_of": 1_700_000_001.000001, "top_category": "spa"}]
+    table = rows_table("user_activity", rows).to_pylist()
+    assert [r["event_timestamp"] for r in table] == [
+        datetime(2023, 11, 14, 22, 13, 20, 123456, tzinfo=timezone.utc),
+        datetime(2023, 11, 14, 22, 13, 21, 1, tzinfo=timezone.utc)]
+    assert table[0]["spend_7d"] == 3.5 and table[0]["top_category"] is None  # missing fields are null
+    assert table[1]["top_category"] == "spa"
+
+
+def test_flow_gc_tuning_freezes_and_restores() -> None:
+    import gc
+
+    from flows.gc_tuning import tuned_gc
+
+    before = gc.get_threshold()
+    with tuned_gc(Settings(flow_gc_threshold=12345)):
+        assert gc.get_threshold()[0] == 12345
+        assert gc.get_freeze_count() > 0
+    assert gc.get_threshold() == before and gc.get_freeze_count() == 0
+    with tuned_gc(Settings(flow_gc_threshold=0)):  # 0: Python's collector, untouched
+        assert gc.get_threshold() == before and gc.get_freeze_count() == 0

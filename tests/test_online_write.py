@@ -104,3 +104,40 @@ def check_reads(features: OnlineFeatures) -> None:
                 assert got[name] == pytest.approx(value), name
             else:
                 assert got[name] == value, name
+
+
+@pytest.mark.parametrize("keys, values", [
+    (("user_id",), ("u1",)),
+    (("user_id",), ("",)),
+    (("cell", "category"), ("8a2a1072b59ffff", "spa")),  # two join keys: Feast sorts them by name
+    (("b", "a"), ("café ☕", "x")),
+])
+def test_entity_key_encoding_is_feasts(keys, values):
+    from feast.infra.key_encoding_utils import serialize_entity_key
+    from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+    from feast.protos.feast.types.Value_pb2 import Value
+
+    from kairos.stores.online_features import entity_key_v3
+
+    feast_bytes = serialize_entity_key(EntityKey(join_keys=list(keys), entity_values=[Value(string_val=v) for v in values]),
+                                       entity_key_serialization_version=3)
+    assert entity_key_v3(keys, values) == feast_bytes
+
+
+def test_timestamp_encoding_is_protobufs():
+    import random
+    from datetime import datetime, timedelta, timezone
+
+    from google.protobuf.timestamp_pb2 import Timestamp
+
+    from kairos.stores.online_features import timestamp_bytes
+
+    epoch = datetime(1970, 1, 1, tzinfo=timezone.utc)
+    rng = random.Random(3)
+    offsets = [0.0, 0.5, 1.0, 1_700_000_000.123456, 1_700_000_000.000001, -1.5, -100.25, 4e9]
+    offsets += [rng.uniform(-1e10, 1e10) for _ in range(2000)]
+    for seconds in offsets:
+        when = epoch + timedelta(seconds=seconds)
+        reference = Timestamp()
+        reference.FromDatetime(when)
+        assert timestamp_bytes(when) == reference.SerializeToString(), when
