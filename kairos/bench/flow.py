@@ -44,11 +44,15 @@ def run_variant(base: Path, root: Path, name: str, flow: str, processes: int, en
     env = {**os.environ, **env_extra, "KAIROS_HOME": str(home), "KAIROS_TIMING_FILE": str(timing_file),
            "KAIROS_FEAST_PROJECT": f"bench_{name}_{int(time.time())}"}
     cmd = [sys.executable, "-m", "bytewax.run", flow]
+    # The flows' stdout goes to ours' stderr: Timely prints "error connecting to worker 0 …;
+    # retrying" to stdout while a cluster forms, and this command's stdout carries only the JSON.
+    out = sys.stderr
     if processes == 1:
-        procs = [subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True)]
+        procs = [subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.PIPE, text=True)]
     else:
         addresses = ";".join(f"127.0.0.1:{free_port()}" for _ in range(processes))
-        procs = [subprocess.Popen([*cmd, "-i", str(i), "-a", addresses], env=env, stderr=subprocess.PIPE, text=True)
+        procs = [subprocess.Popen([*cmd, "-i", str(i), "-a", addresses], env=env, stdout=out, stderr=subprocess.PIPE,
+                                  text=True)
                  for i in range(processes)]
     outcomes = wait_cluster(procs, timeout_s=timeout_s)
     if not all(outcome.ok for outcome in outcomes):
