@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import logging
 import math
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -399,36 +398,11 @@ def item_text(item: CatalogItem) -> str:
 
 
 def catalog_changes(catalog: Any, since: float) -> list[CatalogItem]:
-    """Catalog items whose ``updated_ts`` is at or after ``since`` (every item for ``-inf``).
-
-    Uses ``catalog.changed_since(since)`` when the catalog has it; otherwise reads the SQLite file
-    or scans the Redis hash (both correct, the second linear in the catalogue: a stopgap until the
-    catalog offers ``changed_since``).
-    """
+    """Catalog items whose ``updated_ts`` is at or after ``since`` (every item for ``-inf``): the
+    catalog's own ``changed_since`` query (both of Kairos' catalogs index ``updated_ts``)."""
     changed_since = getattr(catalog, "changed_since", None)
     if callable(changed_since):
         return list(changed_since(since))
-    path = getattr(catalog, "path", None)
-    if path is not None:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30.0)
-        try:
-            if math.isinf(since) and since < 0:
-                ids = [r[0] for r in conn.execute("SELECT item_id FROM items")]
-            else:
-                ids = [r[0] for r in conn.execute("SELECT item_id FROM items WHERE updated_ts >= ?", (since,))]
-        finally:
-            conn.close()
-        return [item for item in (catalog.get(i) for i in ids) if item is not None]
-    client, key = getattr(catalog, "client", None), getattr(catalog, "items_key", None)
-    if client is not None and key is not None:
-        import json
-
-        out = []
-        for _, raw in client.hscan_iter(key):
-            values = json.loads(raw)
-            if float(values.get("updated_ts") or 0.0) >= since:
-                out.append(CatalogItem(**{f: values.get(f) for f in CatalogItem.__dataclass_fields__}))
-        return out
     raise TypeError(f"cannot list changes of a {type(catalog).__name__}: it needs changed_since(ts)")
 
 

@@ -200,16 +200,19 @@ class CandidateCache:
 
 
 def read_candidates(services: Any, lat: float, lon: float, reach_km: float, start: datetime, end: datetime,
-                    item_stats_fields: tuple[str, ...]) -> tuple[list[CatalogItem], list[Candidate],
-                                                                 dict[tuple[str, str], float], bool]:
+                    item_stats_fields: tuple[str, ...], memo: Any = None) -> tuple[list[CatalogItem], list[Candidate],
+                                                                                 dict[tuple[str, str], float], bool]:
     """Every live, placed item within ``reach_km`` of the point live at some moment of ``[start, end]``,
-    as ranking candidates with their ``item_stats``, and the area median prices of their cells."""
+    as ranking candidates with their ``item_stats``, and the area median prices of their cells.
+    ``memo``: a :class:`serving.row_memo.RowMemo` over ``services.features`` to read the rows through
+    (ignored when it wraps another store)."""
     from serving.suggestions import ranking_candidates, with_fallback
 
     found, degraded = with_fallback(lambda: services.catalog.near(lat, lon, reach_km, at=start, until=end),
                                     [], "catalog")
     items = [i for i in found if not i.deleted and i.lat is not None and i.lon is not None]
-    candidates, area_median, failed = ranking_candidates(services, items, item_stats_fields)
+    features = memo if memo is not None and memo.features is services.features else None
+    candidates, area_median, failed = ranking_candidates(services, items, item_stats_fields, features)
     return items, candidates, area_median, degraded or failed
 
 

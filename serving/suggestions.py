@@ -156,13 +156,24 @@ def candidate_cache(services: Services) -> Any:
     from serving.candidate_cache import CandidateCache, read_candidates
 
     def build(s: Services) -> CandidateCache:
+        memo = candidate_rows(s)
         return CandidateCache(
-            lambda lat, lon, reach, start, end: read_candidates(s, lat, lon, reach, start, end, ITEM_STATS_FIELDS),
+            lambda lat, lon, reach, start, end: read_candidates(s, lat, lon, reach, start, end, ITEM_STATS_FIELDS,
+                                                                memo),
             ttl_s=s.settings.suggest_cache_ttl_s, resolution=s.settings.suggest_cache_resolution,
             horizon=UPCOMING_HORIZON, sources=lambda: (s.catalog, s.features),
         )
 
     return cached_extra(services, "candidate_cache", build)
+
+
+def candidate_rows(services: Services) -> Any:
+    """The feature rows the candidate cache's rebuilds share, each kept half a TTL
+    (:class:`serving.row_memo.RowMemo`)."""
+    from serving.row_memo import RowMemo
+
+    return cached_extra(services, "candidate_rows",
+                        lambda s: RowMemo(s.features, max_age_s=s.settings.suggest_cache_ttl_s / 2))
 
 
 def _has_open(items: list[CatalogItem], category: str, at: datetime) -> bool:
@@ -241,19 +252,23 @@ def cached_extra(services: Services, name: str, factory: Callable[[Services], T]
 
 
 def ranking_candidates(
-    services: Services, items: Sequence[CatalogItem], fields: tuple[str, ...] | None = None
+    services: Services, items: Sequence[CatalogItem], fields: tuple[str, ...] | None = None,
+    features: Any = None,
 ) -> tuple[list[Candidate], dict[tuple[str, str], float], bool]:
     """``(candidates, area median prices, degraded)`` for these catalog items: each item with its
     ``item_stats`` row (only ``fields`` of it; None: all), its H3 cell filled in when the catalog
     has none, and the ``(cell, category)`` median prices of their cells. A store outage degrades
-    (items without stats, prices compared among candidates only), it never fails."""
+    (items without stats, prices compared among candidates only), it never fails. ``features``:
+    what to read the rows from (default ``services.features``; the candidate cache passes its
+    :class:`serving.row_memo.RowMemo`)."""
+    store = services.features if features is None else features
     keys = [{"item_id": i.item_id} for i in items]
     if fields is None:
         def read() -> list[dict[str, Any] | None]:
-            return services.features.read("item_stats", keys)
+            return store.read("item_stats", keys)
     else:
         def read() -> list[dict[str, Any] | None]:
-            return services.features.read("item_stats", keys, fields)
+            return store.read("item_stats", keys, fields)
     rows, degraded = with_fallback(read, [None] * len(keys), "item_stats")
     stats: dict[str, Mapping[str, Any]] = {row["item_id"]: row for row in rows if row is not None}
     resolution = services.settings.h3_resolution
@@ -263,12 +278,12 @@ def ranking_candidates(
         if candidate.cell is None:
             candidate = replace(candidate, cell=cell_of(candidate.lat, candidate.lon, resolution))
         candidates.append(candidate)
-    area_median, failed = area_median_prices(services, candidates)
+    area_median, failed = area_median_prices(services, candidates, store)
     return candidates, area_median, degraded or failed
 
 
 def area_median_prices(
-    services: Services, candidates: list[Candidate]
+    services: Services, candidates: list[Candidate], features: Any = None
 ) -> tuple[dict[tuple[str, str], float], bool]:
     """``(cell, category) -> median_price`` from ``cell_supply`` for the candidates' cells, and
     whether the store was unavailable (prices are then compared among candidates only)."""
@@ -276,7 +291,8 @@ def area_median_prices(
     if not keys:
         return {}, False
     entity_rows = [{"cell": cell, "category": cat} for cell, cat in keys]
-    rows, degraded = with_fallback(lambda: services.features.read("cell_supply", entity_rows, ("median_price",)),
+    store = services.features if features is None else features
+    rows, degraded = with_fallback(lambda: store.read("cell_supply", entity_rows, ("median_price",)),
                                    [None] * len(keys), "cell_supply")
     out: dict[tuple[str, str], float] = {}
     for (cell, category), row in zip(keys, rows, strict=True):

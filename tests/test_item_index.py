@@ -304,3 +304,47 @@ def test_item_text() -> None:
     assert item_text(catalog_item("a", "Zen spa")) == "spa: Zen spa — offer"
     bare = CatalogItem("b", "biz", "offer", None, None, None, LAT, LON, None, None, None, None, None, None, False, 0.0)
     assert item_text(bare) == ""
+
+
+def test_catalog_reads_follow_changes_to_an_item(catalog) -> None:
+    # RedisCatalog decodes an item once per stored JSON: a changed item must read as changed.
+    catalog.upsert([catalog_item("zen", "Zen spa"), catalog_item("lux", "Lux spa", 1.0)])
+    assert {i.title for i in catalog.near(LAT, LON, 5.0)} == {"Zen spa", "Lux spa"}
+    renamed = catalog_item("zen", "Zen spa, new", updated_ts=catalog.get("zen").updated_ts + 1)
+    catalog.upsert([renamed])
+    assert {i.title for i in catalog.near(LAT, LON, 5.0)} == {"Zen spa, new", "Lux spa"}
+    assert catalog.get("zen") == renamed and catalog.near(LAT, LON, 5.0)[0] == renamed
+
+
+def test_changed_since_is_a_range_not_a_scan(catalog) -> None:
+    catalog.upsert([catalog_item("a", "A", updated_ts=10.0), catalog_item("b", "B", updated_ts=20.0),
+                    catalog_item("c", "C", updated_ts=30.0)])
+    catalog.upsert([catalog_item("a", "A again", updated_ts=25.0), catalog_item("c", "C old", updated_ts=5.0)])
+    assert [(i.item_id, i.title) for i in catalog.changed_since(-math.inf)] == [
+        ("b", "B"), ("a", "A again"), ("c", "C")]  # oldest first; the older write of "c" lost
+    assert [i.item_id for i in catalog.changed_since(20.0)] == ["b", "a", "c"]
+    assert [i.item_id for i in catalog.changed_since(25.5)] == ["c"] and catalog.changed_since(31.0) == []
+
+
+@pytest.mark.redis
+def test_a_catalog_written_before_the_updated_index_is_indexed_once() -> None:
+    client = redis.Redis(host="127.0.0.1", port=6379, db=REDIS_DB)
+    client.flushdb()
+    try:
+        _backfill_once(RedisCatalog(client, prefix="test:catalog"))
+    finally:
+        client.flushdb()
+        client.close()
+
+
+def _backfill_once(catalog: RedisCatalog) -> None:
+    catalog.upsert([catalog_item(f"i{n}", f"I{n}", updated_ts=float(n)) for n in range(2500)])
+    catalog.client.delete(catalog.updated_key)  # as an older Kairos left it: items, no index
+    assert [i.item_id for i in catalog.changed_since(2497.0)] == ["i2497", "i2498", "i2499"]
+    assert catalog.client.zcard(catalog.updated_key) == 2500
+    # The backfill never lowers a newer score that an upsert wrote meanwhile.
+    catalog.client.zadd(catalog.updated_key, {"i0": 9999.0})
+    catalog.client.zrem(catalog.updated_key, "i1")
+    catalog.changed_since(0.0)
+    assert catalog.client.zscore(catalog.updated_key, "i0") == 9999.0
+    assert catalog.client.zscore(catalog.updated_key, "i1") == 1.0

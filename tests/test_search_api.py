@@ -338,7 +338,7 @@ def test_catalog_outage_degrades_instead_of_failing(env, monkeypatch: pytest.Mon
     indexer = item_indexer(services)
     monkeypatch.setattr(indexer, "refresh_interval_s", 0.0)
     monkeypatch.setattr(services.catalog.catalog, "get", down)
-    monkeypatch.setattr(services.catalog.catalog, "path", "/nonexistent/catalog.sqlite")
+    monkeypatch.setattr(services.catalog.catalog, "changed_since", down)  # what the index refresh asks
     body = ok(search(env, "ramen"))
     assert body["degraded"] is True
     assert ids(body)[0] == "ramen"  # the index still answers with the items it holds

@@ -23,7 +23,7 @@ from kairos.stores.online_features import OnlineFeatures
 from online.transparent_ranker import Candidate, RankContext, TransparentRanker
 from online.user_embeddings import EmbeddingState
 from serving.deps import Services
-from serving.suggestions import build_suggestions, candidate_cache, gather_candidates
+from serving.suggestions import build_suggestions, candidate_cache, candidate_rows, gather_candidates
 
 AT = datetime(2026, 5, 1, 18, 0, tzinfo=UTC)
 T0 = AT.timestamp()
@@ -108,6 +108,8 @@ def test_cache_serves_stale_while_refreshing_then_follows_the_catalog(services: 
 def test_an_outage_is_never_cached(services: Services, monkeypatch: pytest.MonkeyPatch) -> None:
     lat = LAT - 0.05
     real_read = services.features.read
+    # Rows read by earlier tests' cells would answer from the shared memo: make every read reach the store.
+    monkeypatch.setattr(candidate_rows(services), "max_age_s", 0.0)
 
     def down(view: str, keys: Any, fields: Any = None) -> Any:
         raise ConnectionError("redis down")
@@ -116,6 +118,37 @@ def test_an_outage_is_never_cached(services: Services, monkeypatch: pytest.Monke
     assert gather_candidates(services, lat, LON, 2.0, AT)[3] is True
     monkeypatch.setattr(services.features, "read", real_read)
     assert gather_candidates(services, lat, LON, 2.0, AT)[3] is False  # read again, not the outage's entry
+
+
+def test_neighbouring_cells_share_their_feature_rows(services: Services, monkeypatch: pytest.MonkeyPatch) -> None:
+    memo = candidate_rows(services)
+    monkeypatch.setattr(memo, "_rows", type(memo._rows)())  # nothing kept from earlier tests
+    asked: list[str] = []
+    real_read = services.features.read
+
+    def counting(view: str, keys: Any, fields: Any = None) -> Any:
+        if view == "item_stats":
+            asked.extend(k["item_id"] for k in keys)
+        return real_read(view, keys, fields)
+
+    monkeypatch.setattr(services.features, "read", counting)
+    at = AT + timedelta(minutes=7)  # a time bucket of its own: these cells are built here, not cached
+    first = {c.item_id for c in gather_candidates(services, LAT, LON, 2.0, at)[1]}
+    read_once = len(asked)
+    next_cell = LAT + 0.012  # the next H3 cell north: most of its candidates are the first cell's
+    assert cell_of(next_cell, LON, services.settings.suggest_cache_resolution) != cell_of(
+        LAT, LON, services.settings.suggest_cache_resolution)
+    second = {c.item_id for c in gather_candidates(services, next_cell, LON, 2.0, at)[1]}
+    assert first & second and read_once == len(set(asked[:read_once]))
+    assert set(asked[read_once:]).isdisjoint(asked[:read_once])  # shared rows were not read again
+    # Past the memo's age every row is read again (and a direct read still equals the cache).
+    monkeypatch.setattr(memo, "max_age_s", 0.0)
+    before = len(asked)
+    gather_candidates(services, LAT, LON, 2.0, at + timedelta(minutes=1))
+    assert first <= set(asked[before:])
+    cached = gather_candidates(services, next_cell, LON, 2.0, at + timedelta(minutes=1))[1]
+    direct = gather_candidates(uncached(services), next_cell, LON, 2.0, at + timedelta(minutes=1))[1]
+    assert sorted(cached, key=lambda c: c.item_id) == sorted(direct, key=lambda c: c.item_id)
 
 
 def test_moderation_applies_to_cached_cells(services: Services, monkeypatch: pytest.MonkeyPatch) -> None:

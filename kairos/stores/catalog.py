@@ -8,6 +8,7 @@ pre-filters, the exact distance is computed by the caller).
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 import threading
 from collections.abc import Iterable
@@ -76,6 +77,7 @@ class SqliteCatalog:
             );
             CREATE INDEX IF NOT EXISTS items_by_lat_lon ON items (lat, lon);
             CREATE INDEX IF NOT EXISTS items_by_business ON items (business_id);
+            CREATE INDEX IF NOT EXISTS items_by_updated_ts ON items (updated_ts);
             """
         )
 
@@ -128,6 +130,12 @@ class SqliteCatalog:
         args.append(limit)
         return [_to_item(r) for r in self._conn().execute(sql, args)]
 
+    def changed_since(self, since: float) -> list[CatalogItem]:
+        """Items whose ``updated_ts`` is at or after ``since`` (every item for ``-inf``), oldest first."""
+        cur = self._conn().execute(f"SELECT {', '.join(_COLUMNS)} FROM items WHERE updated_ts >= ? "
+                                   "ORDER BY updated_ts, item_id", (since,))
+        return [_to_item(r) for r in cur]
+
     def by_business(self, business_id: str) -> list[CatalogItem]:
         cur = self._conn().execute(f"SELECT {', '.join(_COLUMNS)} FROM items WHERE business_id = ?", (business_id,))
         return [_to_item(r) for r in cur]
@@ -161,8 +169,13 @@ else
   redis.call('ZREM', KEYS[2], ARGV[1])
 end
 redis.call('SADD', KEYS[3], ARGV[1])
+redis.call('ZADD', KEYS[4], ARGV[3], ARGV[1])
 return 1
 """
+
+
+#: Decoded items :class:`RedisCatalog` keeps, by their stored JSON (all dropped when full).
+DECODED_ITEMS_KEPT = 50_000
 
 
 class RedisCatalog:
@@ -173,7 +186,10 @@ class RedisCatalog:
         self.client = client
         self.prefix = prefix
         self.items_key, self.geo_key = f"{prefix}:items", f"{prefix}:geo"
+        #: Item ids scored by their ``updated_ts``: what :meth:`changed_since` asks.
+        self.updated_key = f"{prefix}:updated"
         self._upsert = client.register_script(_UPSERT_LUA)
+        self._decoded: dict[bytes | str, CatalogItem] = {}
 
     def _business_key(self, business_id: str) -> str:
         return f"{self.prefix}:business:{business_id}"
@@ -184,7 +200,7 @@ class RedisCatalog:
             values = asdict(item)
             has_point = item.lat is not None and item.lon is not None
             self._upsert(
-                keys=[self.items_key, self.geo_key, self._business_key(item.business_id)],
+                keys=[self.items_key, self.geo_key, self._business_key(item.business_id), self.updated_key],
                 args=[item.item_id, json.dumps(values, default=str), item.updated_ts,
                       item.lat if has_point else "", item.lon if has_point else ""],
                 client=pipe,
@@ -198,7 +214,21 @@ class RedisCatalog:
     def _many(self, ids: list[Any]) -> list[CatalogItem]:
         if not ids:
             return []
-        return [_from_json(raw) for raw in self.client.hmget(self.items_key, ids) if raw]
+        # The API reads the same items for every cell around them, and most have not changed since
+        # the last read: an item is decoded once per stored JSON, not once per read (the JSON is
+        # the key, so a changed item is decoded afresh). Items are frozen; their attrs are read only.
+        decoded = self._decoded
+        out = []
+        for raw in self.client.hmget(self.items_key, ids):
+            if not raw:
+                continue
+            item = decoded.get(raw)
+            if item is None:
+                if len(decoded) >= DECODED_ITEMS_KEPT:
+                    decoded.clear()
+                item = decoded[raw] = _from_json(raw)
+            out.append(item)
+        return out
 
     def near(self, lat: float, lon: float, radius_km: float, at: datetime | None = None,
              limit: int = 2000, until: datetime | None = None) -> list[CatalogItem]:
@@ -211,6 +241,28 @@ class RedisCatalog:
             items = [i for i in items if not i.deleted and (i.valid_from is None or i.valid_from <= end)
                      and (i.valid_to is None or i.valid_to > start)]
         return items[:limit]
+
+    def changed_since(self, since: float) -> list[CatalogItem]:
+        """Items whose ``updated_ts`` is at or after ``since`` (every item for ``-inf``), oldest first:
+        a range of the ``updated`` sorted set, so the item index's refresh costs what changed, not the
+        whole catalogue."""
+        if self.client.zcard(self.updated_key) < self.client.hlen(self.items_key):
+            self._index_updated_ts()
+        low = "-inf" if math.isinf(since) and since < 0 else since
+        ids = self.client.zrangebyscore(self.updated_key, low, "+inf")
+        return [item for item in self._many(ids) if item.updated_ts >= since]
+
+    def _index_updated_ts(self) -> None:
+        """Fill the ``updated`` set from the items hash: once, for a catalogue written before the
+        set existed. ``GT``: a racing upsert's newer score is never lowered to the scanned one."""
+        batch: dict[Any, float] = {}
+        for item_id, raw in self.client.hscan_iter(self.items_key, count=1000):
+            batch[item_id] = float(json.loads(raw).get("updated_ts") or 0.0)
+            if len(batch) >= 1000:
+                self.client.zadd(self.updated_key, batch, gt=True)
+                batch = {}
+        if batch:
+            self.client.zadd(self.updated_key, batch, gt=True)
 
     def by_business(self, business_id: str) -> list[CatalogItem]:
         return self._many(sorted(self.client.smembers(self._business_key(business_id))))
