@@ -85,6 +85,8 @@ class Settings:
     max_radius_km: float = 50.0
     #: Suggestions keep the candidates around a point (catalog items with their ``item_stats`` and
     #: area prices) per H3 cell for this long, refreshed in the background; 0 turns the cache off.
+    #: Rebuilds of neighbouring cells share the rows read in the last half of this time
+    #: (``serving/row_memo.py``), so a served row is at most 1.5 times this old between refreshes.
     suggest_cache_ttl_s: float = 5.0
     #: Serve ``GET /v1/users/{id}/suggestions`` on the event loop instead of the thread pool: its
     #: store reads take well under a millisecond, and the hand-off to a worker thread and back cost

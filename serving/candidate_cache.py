@@ -12,7 +12,8 @@ RESOLUTION``) and radius:
   median prices of their cells and numpy arrays of positions and validity;
 * a request filters the entry exactly (distance to *its* point ≤ radius, open at or starting within
   the horizon of *its* time, moderation) — the answer is the one a direct read would give, with
-  features at most ``KAIROS_SUGGEST_CACHE_TTL_S`` old;
+  features at most about 1.5 × ``KAIROS_SUGGEST_CACHE_TTL_S`` old (rebuilds of neighbouring cells
+  share the feature rows read in the last half TTL, :mod:`serving.row_memo`);
 * an entry older than the TTL is still served while a background thread rebuilds it (requests never
   wait for a refresh); one older than :data:`STALE_FACTOR` TTLs is rebuilt on the request;
 * an entry whose reads failed (a store outage) is used by the request that built it and not kept,
