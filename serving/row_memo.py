@@ -30,8 +30,8 @@ from typing import Any
 
 from kairos.stores.last_known import StoreUnavailable
 
-#: Rows kept at most (least recently read go first): a few catalogues' worth of items and cells.
-MAX_ROWS = 200_000
+#: Rows kept at most (the longest kept go first): a large city's items and cells, some tens of MB.
+MAX_ROWS = 100_000
 
 
 class RowMemo:
