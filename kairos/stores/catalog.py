@@ -246,7 +246,9 @@ class RedisCatalog:
         """Items whose ``updated_ts`` is at or after ``since`` (every item for ``-inf``), oldest first:
         a range of the ``updated`` sorted set, so the item index's refresh costs what changed, not the
         whole catalogue."""
-        if self.client.zcard(self.updated_key) < self.client.hlen(self.items_key):
+        with self.client.pipeline(transaction=False) as pipe:  # one round trip for the check
+            indexed, items = pipe.zcard(self.updated_key).hlen(self.items_key).execute()
+        if indexed < items:
             self._index_updated_ts()
         low = "-inf" if math.isinf(since) and since < 0 else since
         ids = self.client.zrangebyscore(self.updated_key, low, "+inf")
