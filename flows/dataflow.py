@@ -125,7 +125,8 @@ def decoded_events(flow: Dataflow, settings: Settings, follow: bool, record_dead
     """Source → decode; dead letters to their log; returns the stream of canonical events."""
     mappings = load_mappings(settings.collections_file or None)
     records = op.input("event_store", flow, EventStoreSource(settings, collections_to_read(settings, mappings),
-                                                            follow=follow, batch_size=settings.source_batch_size))
+                                                            follow=follow, batch_size=settings.source_batch_size,
+                                                            shards=settings.source_shards))
     decoded = op.map("decode", records, partial(decode_record, mappings=mappings,
                                                 h3_resolution=settings.h3_resolution))
     split = op.branch("valid_or_dead", decoded, lambda x: isinstance(x, Event))

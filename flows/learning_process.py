@@ -50,8 +50,9 @@ def main() -> None:
 
     from flows.dataflow import build_learning_flow
     from flows.gc_tuning import tune_gc
-    from flows.runner import learning_recovery_dir, recovery_config
+    from flows.runner import keep_source_layout, learning_recovery_dir, recovery_config
 
+    settings = keep_source_layout(settings, learning_recovery_dir(settings))
     recovery, _ = recovery_config(settings, learning_recovery_dir(settings))
     flow = build_learning_flow(settings, follow=follow)
     tune_gc(settings)  # this process runs only the learning flow

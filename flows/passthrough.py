@@ -32,7 +32,8 @@ def build_passthrough(settings: Settings) -> Dataflow:
     flow = Dataflow("kairos_passthrough")
     collections = collections_to_read(settings, load_mappings(settings.collections_file or None))
     records = op.input("event_store", flow, EventStoreSource(settings, collections, follow=False,
-                                                             batch_size=settings.source_batch_size))
+                                                             batch_size=settings.source_batch_size,
+                                                             shards=settings.source_shards))
     op.output("discard", records, DiscardSink())
     return flow
 

@@ -3,12 +3,15 @@
 
 from __future__ import annotations
 
+import json
+import logging
+import os
 import pickle
 import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Literal
@@ -24,6 +27,9 @@ from kairos.config import Settings
 from kairos.stores.event_store import open_event_store
 
 ProgressStyle = Literal["bar", "lines", "none"]
+log = logging.getLogger(__name__)
+#: Beside the recovery partitions: the source layout (shard count) they were started with.
+SOURCE_LAYOUT_FILE = "source-layout.json"
 
 
 @dataclass
@@ -45,13 +51,58 @@ def learning_recovery_dir(settings: Settings) -> Path:
     return settings.recovery_dir.with_name("recovery-learners")
 
 
+def _has_partitions(folder: Path) -> bool:
+    return folder.is_dir() and any(folder.glob("part-*.sqlite3"))
+
+
+def keep_source_layout(settings: Settings, folder: Path | None = None) -> Settings:
+    """``settings`` with the source shard count the recovery directory (the feature flow's unless
+    ``folder``) was started with, recording it on first use.
+
+    The shard count names the source partitions, and Bytewax aborts a resume whose partitions
+    differ from the snapshots'. So a changed ``KAIROS_SOURCE_SHARDS`` is ignored, with a warning,
+    until the recovery directory is started afresh; a directory written before shards existed
+    (partitions, no layout file) keeps one partition per collection.
+    """
+    if not settings.recovery:
+        return settings
+    folder = folder or settings.recovery_dir
+    path = folder / SOURCE_LAYOUT_FILE
+    if path.exists():
+        try:
+            recorded = int(json.loads(path.read_text())["source_shards"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise RuntimeError(f"{path} is unreadable ({exc!r}): it records how the source was partitioned when "
+                               "this recovery directory was started; restore it, or remove the whole directory "
+                               "to start the flow afresh") from None
+    elif _has_partitions(folder):
+        recorded = 1
+        _write_layout(path, recorded)
+    else:
+        _write_layout(path, settings.source_shards)
+        return settings
+    if recorded != settings.source_shards:
+        log.warning("KAIROS_SOURCE_SHARDS=%d ignored: the recovery directory %s was started with %d source "
+                    "shard(s) per collection, and resuming needs the same partitions (start it afresh to change)",
+                    settings.source_shards, folder, recorded)
+        return replace(settings, source_shards=recorded)
+    return settings
+
+
+def _write_layout(path: Path, shards: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps({"source_shards": shards}) + "\n")
+    os.replace(tmp, path)  # whole or absent: a crash here leaves no half-written layout
+
+
 def recovery_config(settings: Settings, folder: Path | None = None) -> tuple[RecoveryConfig | None, bool]:
     """The recovery configuration (of the feature flow unless ``folder``), creating the partitions
     on first use; also says whether an earlier run left snapshots to resume from."""
     if not settings.recovery:
         return None, False
     folder = folder or settings.recovery_dir
-    resumed = folder.exists() and any(folder.iterdir())
+    resumed = _has_partitions(folder)
     if not resumed:
         folder.mkdir(parents=True, exist_ok=True)
         init_db_dir(folder, settings.recovery_partitions)
@@ -84,6 +135,7 @@ def run_flow(settings: Settings, follow: bool = False, progress: bool | Progress
     tests), or nothing. Unless ``settings.learners`` is off, the learning flow runs beside it as a
     child process; without ``follow`` this returns once both have caught up."""
     style: ProgressStyle = "bar" if progress is True else "none" if progress is False else progress
+    settings = keep_source_layout(settings)
     recovery, resumed = recovery_config(settings)
     store = open_event_store(settings)
     total = store.count()

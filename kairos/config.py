@@ -103,6 +103,12 @@ class Settings:
     poll_interval_s: float = 0.2
     #: Records a source partition reads per batch.
     source_batch_size: int = 2000
+    #: The SQLite event log reads each collection as this many source partitions (rows by
+    #: sequence number modulo N), so one busy collection (location pings) is read and decoded by
+    #: several workers; set it to the flow's worker count. A MongoDB collection is one change
+    #: stream whatever this says. Kept for the life of a recovery directory (it names the
+    #: partitions Bytewax resumes).
+    source_shards: int = 2
     #: Bytewax recovery: snapshot state and positions every epoch, resume after a crash.
     recovery: bool = True
     #: Recovery partitions created on first run (more lets more workers snapshot in parallel).
@@ -216,6 +222,8 @@ class Settings:
             raise ValueError(f"KAIROS_REDIS_TYPE must be 'redis' or 'redis_cluster', not {self.redis_type!r}")
         if not self.redis_timeout_s > 0:
             raise ValueError("KAIROS_REDIS_TIMEOUT_S must be > 0 seconds")
+        if self.source_shards < 1:
+            raise ValueError("KAIROS_SOURCE_SHARDS must be >= 1 (1: one source partition per collection)")
         if self.flow_gc_threshold < 0:
             raise ValueError("KAIROS_FLOW_GC_THRESHOLD must be >= 0 (0: Python's default collector)")
         if not 0 <= self.h3_resolution <= 15 or not 0 <= self.home_resolution <= 15:

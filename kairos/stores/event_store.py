@@ -3,7 +3,9 @@
 The event store is the system of record's stand-in: documents are appended per collection and read
 back in order from a *position*. For SQLite the position of a collection is the last row id read;
 for MongoDB (a later adapter behind the same interface) it is a change-stream resume token. The
-Bytewax source keeps one partition per collection and snapshots its position.
+Bytewax source keeps a partition per collection and snapshots its position; a store that can read
+a collection in disjoint shards (:attr:`SqliteEventStore.supports_shards`: rows by sequence number
+modulo the shard count) lets the source split a busy collection over several partitions.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, ClassVar, NamedTuple, Protocol
 
 from kairos.stores.sqlite_conn import thread_connection
 
@@ -32,6 +34,14 @@ class SourceRecord:
     op: str
     document: dict[str, Any]
     appended_at: datetime  # when the store received it (fallback event time)
+
+
+class Shard(NamedTuple):
+    """One of ``count`` disjoint slices of a collection: the records whose position is ``index``
+    modulo ``count``."""
+
+    index: int
+    count: int
 
 
 class EventStore(Protocol):
@@ -66,6 +76,9 @@ class SqliteEventStore:
     >>> [r.document["user"] for r in store.read("pings", None, 10)]
     ['u1']
     """
+
+    #: :meth:`read` takes a :class:`Shard`: the source may split a collection over partitions.
+    supports_shards: ClassVar[bool] = True
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
@@ -115,12 +128,24 @@ class SqliteEventStore:
     def collections(self) -> list[str]:
         return [r[0] for r in self._conn().execute("SELECT DISTINCT collection FROM events ORDER BY collection")]
 
-    def read(self, collection: str, after: str | None, limit: int) -> list[SourceRecord]:
-        cur = self._conn().execute(
-            "SELECT seq, op, document, appended_at FROM events WHERE collection = ? AND seq > ? "
-            "ORDER BY seq LIMIT ?",
-            (collection, int(after or 0), limit),
-        )
+    def read(self, collection: str, after: str | None, limit: int,
+             shard: Shard | None = None) -> list[SourceRecord]:
+        """Up to ``limit`` records of ``collection`` after ``after``; only ``shard``'s when given
+        (``seq % count == index``: each record is in exactly one shard, in order within it)."""
+        if shard is None or shard.count == 1:
+            cur = self._conn().execute(
+                "SELECT seq, op, document, appended_at FROM events WHERE collection = ? AND seq > ? "
+                "ORDER BY seq LIMIT ?",
+                (collection, int(after or 0), limit),
+            )
+        else:
+            if not 0 <= shard.index < shard.count:
+                raise ValueError(f"shard index {shard.index} is not in 0..{shard.count - 1}")
+            cur = self._conn().execute(
+                "SELECT seq, op, document, appended_at FROM events WHERE collection = ? AND seq > ? "
+                "AND seq % ? = ? ORDER BY seq LIMIT ?",
+                (collection, int(after or 0), shard.count, shard.index, limit),
+            )
         return [
             SourceRecord(
                 collection=collection,
@@ -171,3 +196,9 @@ def open_event_store(settings: Any) -> EventStore:
 
         return open_mongo_event_store(settings)
     return SqliteEventStore(settings.event_log_path)
+
+
+def supports_shards(settings: Any) -> bool:
+    """Whether the configured store reads a collection in :class:`Shard` slices (the SQLite log
+    does; a MongoDB collection is one change stream)."""
+    return getattr(settings, "event_store", "sqlite") != "mongo"
