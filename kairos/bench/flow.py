@@ -1,7 +1,13 @@
 """``kairos bench flow``: events/s through the feature flow with 1 and 2 processes, beside a
 pass-through flow over the same source and data (the ceiling), all in one run; and the learning
 flow's own rate (it runs beside the feature flow, as a process of its own, in the default
-deployment, so it is not on the features' path)."""
+deployment, so it is not on the features' path).
+
+The default stream (10 simulated days, about 70,000 events) is long enough to measure the steady
+rate: a run of 3 days (22,530 events) lasted about a second, and its rate moved by ±10 % between
+runs with the start (every user, item and cell seen for the first time) and the close (the offline
+log's only flush, ``KAIROS_OFFLINE_FLUSH_ROWS`` = 20,000, written once at the end) in the window.
+"""
 
 from __future__ import annotations
 
@@ -24,7 +30,7 @@ PASSTHROUGH = "flows.passthrough:passthrough_from_env()"
 
 
 #: A variant that runs longer than this is killed and counts as a failed attempt (a process whose
-#: peer died waits for it forever); the default 3-day run takes well under a minute.
+#: peer died waits for it forever); the default 10-day run takes about a minute.
 VARIANT_TIMEOUT_S = 900.0
 
 
@@ -87,7 +93,8 @@ def run_with_retries(base: Path, root: Path, name: str, flow: str, processes: in
 def register(app: typer.Typer) -> None:
     @app.command("flow")
     def bench_flow(
-        days: Annotated[int, typer.Option(help="Simulated days of events to stream.")] = 3,
+        days: Annotated[int, typer.Option(help="Simulated days of events to stream (10: about 70,000 "
+                                                   "events, long enough for a steady rate).")] = 10,
         users: Annotated[int, typer.Option(help="Simulated users.")] = 400,
         seed: Annotated[int, typer.Option()] = 7,
         profile: Annotated[str, typer.Option(help="local or redis online store.")] = "local",
