@@ -34,7 +34,7 @@ from flows.gc_tuning import tune_gc
 from flows.keyed_state import keyed_fold
 from flows.learners import MarketModelSink, UserLearnersSink, is_learner_event
 from flows.sinks import CatalogSink, DeadLetterSink, FeatureRow, OfflineLogSink, OnlineFeatureSink
-from flows.source import EventStoreSource
+from flows.source import EventStoreSource, bytewax_recovery_dir, with_recorded_shards
 from flows.steps import (
     CellDemandState,
     CellSupplyState,
@@ -215,10 +215,16 @@ def build_learning_flow(settings: Settings, follow: bool = False) -> Dataflow:
     return flow
 
 
+def _with_recovery_layout(settings: Settings) -> Settings:
+    """Under ``python -m bytewax.run -r DIR``: the source shards DIR's snapshots were written with."""
+    folder = bytewax_recovery_dir()
+    return settings if folder is None else with_recorded_shards(settings, folder)
+
+
 def flow_from_env(follow: bool = True) -> Dataflow:
     """Entry point for ``python -m bytewax.run "flows.dataflow:flow_from_env()"`` (settings from
     ``KAIROS_*``; ``flow_from_env(follow=False)`` stops when the log is caught up)."""
-    settings = Settings.from_env()
+    settings = _with_recovery_layout(Settings.from_env())
     flow = build_flow(settings, follow=follow)
     tune_gc(settings)  # this process runs only the flow
     return flow
@@ -226,7 +232,7 @@ def flow_from_env(follow: bool = True) -> Dataflow:
 
 def learning_flow_from_env(follow: bool = True) -> Dataflow:
     """Entry point for ``python -m bytewax.run "flows.dataflow:learning_flow_from_env()"``."""
-    settings = Settings.from_env()
+    settings = _with_recovery_layout(Settings.from_env())
     flow = build_learning_flow(settings, follow=follow)
     tune_gc(settings)
     return flow

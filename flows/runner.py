@@ -3,15 +3,12 @@
 
 from __future__ import annotations
 
-import json
-import logging
-import os
 import pickle
 import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Literal
@@ -22,14 +19,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from flows.dataflow import build_flow
 from flows.gc_tuning import tuned_gc
-from flows.source import PROGRESS
+from flows.source import PROGRESS, with_recorded_shards
 from kairos.config import Settings
 from kairos.stores.event_store import open_event_store
 
 ProgressStyle = Literal["bar", "lines", "none"]
-log = logging.getLogger(__name__)
-#: Beside the recovery partitions: the source layout (shard count) they were started with.
-SOURCE_LAYOUT_FILE = "source-layout.json"
 
 
 @dataclass
@@ -56,44 +50,12 @@ def _has_partitions(folder: Path) -> bool:
 
 
 def keep_source_layout(settings: Settings, folder: Path | None = None) -> Settings:
-    """``settings`` with the source shard count the recovery directory (the feature flow's unless
-    ``folder``) was started with, recording it on first use.
-
-    The shard count names the source partitions, and Bytewax aborts a resume whose partitions
-    differ from the snapshots'. So a changed ``KAIROS_SOURCE_SHARDS`` is ignored, with a warning,
-    until the recovery directory is started afresh; a directory written before shards existed
-    (partitions, no layout file) keeps one partition per collection.
-    """
+    """``settings`` with the source shard count of the recovery directory's snapshots (the feature
+    flow's directory unless ``folder``), when recovery is on: see
+    :func:`flows.source.with_recorded_shards`."""
     if not settings.recovery:
         return settings
-    folder = folder or settings.recovery_dir
-    path = folder / SOURCE_LAYOUT_FILE
-    if path.exists():
-        try:
-            recorded = int(json.loads(path.read_text())["source_shards"])
-        except (ValueError, KeyError, TypeError) as exc:
-            raise RuntimeError(f"{path} is unreadable ({exc!r}): it records how the source was partitioned when "
-                               "this recovery directory was started; restore it, or remove the whole directory "
-                               "to start the flow afresh") from None
-    elif _has_partitions(folder):
-        recorded = 1
-        _write_layout(path, recorded)
-    else:
-        _write_layout(path, settings.source_shards)
-        return settings
-    if recorded != settings.source_shards:
-        log.warning("KAIROS_SOURCE_SHARDS=%d ignored: the recovery directory %s was started with %d source "
-                    "shard(s) per collection, and resuming needs the same partitions (start it afresh to change)",
-                    settings.source_shards, folder, recorded)
-        return replace(settings, source_shards=recorded)
-    return settings
-
-
-def _write_layout(path: Path, shards: int) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps({"source_shards": shards}) + "\n")
-    os.replace(tmp, path)  # whole or absent: a crash here leaves no half-written layout
+    return with_recorded_shards(settings, folder or settings.recovery_dir)
 
 
 def recovery_config(settings: Settings, folder: Path | None = None) -> tuple[RecoveryConfig | None, bool]:
@@ -135,7 +97,7 @@ def run_flow(settings: Settings, follow: bool = False, progress: bool | Progress
     tests), or nothing. Unless ``settings.learners`` is off, the learning flow runs beside it as a
     child process; without ``follow`` this returns once both have caught up."""
     style: ProgressStyle = "bar" if progress is True else "none" if progress is False else progress
-    settings = keep_source_layout(settings)
+    configured, settings = settings, keep_source_layout(settings)  # the learning flow checks its own
     recovery, resumed = recovery_config(settings)
     store = open_event_store(settings)
     total = store.count()
@@ -165,7 +127,7 @@ def run_flow(settings: Settings, follow: bool = False, progress: bool | Progress
         thread.start()
     # Timed from here: building the flow (imports, Feast registration) is not processing.
     started = time.perf_counter()
-    learning = start_learning_flow(settings, follow) if settings.learners else None
+    learning = start_learning_flow(configured, follow) if settings.learners else None
     finished = False
     try:
         with tuned_gc(settings):

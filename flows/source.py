@@ -9,15 +9,25 @@ workers round-robin in name order (``calc_primaries``), so a collection's shards
 ``<collection>#<i>/<n>`` and sorting next to each other, land on different workers when ``shards``
 is the cluster's worker count (tests/test_source.py checks this on 2 workers).
 
-The partition names are part of the recovery state: Bytewax refuses to resume when they change, so
-the shard count a recovery directory was started with is kept (:func:`flows.runner.keep_source_layout`).
+The partition names are part of the recovery state: Bytewax refuses to resume when they change
+(a panic about a key "not in this worker's routing map"), so a flow resuming from snapshots reads
+them with the shard count they were written with (:func:`with_recorded_shards`).
 """
 
 from __future__ import annotations
 
+import argparse
+import logging
+import os
+import re
+import sqlite3
+import sys
 import threading
 from collections import Counter
+from contextlib import closing
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
@@ -48,6 +58,11 @@ class ReadProgress:
 
 
 PROGRESS = ReadProgress()
+log = logging.getLogger(__name__)
+#: The source step's id in both flows (``flows.dataflow.decoded_events``): its snapshots hold the
+#: partition names.
+SOURCE_STEP = "event_store"
+_SHARD_SUFFIX = re.compile(r"#(\d+)/(\d+)$")
 
 
 def part_name(collection: str, shard: Shard | None) -> str:
@@ -134,3 +149,52 @@ class EventStoreSource(FixedPartitionedSource[SourceRecord, str | None]):
             raise ValueError(f"unknown source partition {for_part!r}; known: {sorted(self._parts)}") from None
         return _CollectionPartition(open_event_store(self.settings), collection, resume_state, self.follow,
                                     self.batch_size, self.settings.poll_interval_s, shard)
+
+
+def recorded_shards(folder: Path) -> int | None:
+    """The shard count of the source partitions in the snapshots of the Bytewax recovery
+    directory ``folder`` (1: plain collection names, as written before shards existed), or
+    ``None`` when it holds no source snapshot yet (a fresh start: any count will do)."""
+    counts: set[int] = set()
+    for part in sorted(folder.glob("part-*.sqlite3")):
+        try:
+            with closing(sqlite3.connect(f"file:{part}?mode=ro", uri=True)) as conn:
+                keys = conn.execute("SELECT DISTINCT state_key FROM snaps WHERE step_id LIKE ?",
+                                    (f"%.{SOURCE_STEP}",)).fetchall()
+        except sqlite3.Error as exc:
+            raise RuntimeError(f"cannot read the source's partitions from the recovery partition {part} ({exc}): "
+                               "is it a Bytewax 0.21 recovery directory?") from None
+        for (key,) in keys:
+            shard = _SHARD_SUFFIX.search(key)
+            counts.add(int(shard.group(2)) if shard else 1)
+    if len(counts) > 1:
+        raise RuntimeError(f"the recovery directory {folder} holds source snapshots of several shard counts "
+                           f"({sorted(counts)}); Bytewax cannot resume it: start it afresh")
+    return counts.pop() if counts else None
+
+
+def with_recorded_shards(settings: Settings, folder: Path) -> Settings:
+    """``settings`` with ``source_shards`` as the snapshots in ``folder`` name the partitions: a
+    changed ``KAIROS_SOURCE_SHARDS`` is ignored, with a warning, until the directory is started
+    afresh (resuming needs the same partitions); a directory from before shards reads one
+    partition per collection."""
+    recorded = recorded_shards(folder) if folder.is_dir() else None
+    if recorded is None or recorded == settings.source_shards:
+        return settings
+    if supports_shards(settings):
+        log.warning("KAIROS_SOURCE_SHARDS=%d ignored: the snapshots in %s were written with %d source shard(s) "
+                    "per collection, and resuming needs the same partitions (start the directory afresh to change)",
+                    settings.source_shards, folder, recorded)
+    return replace(settings, source_shards=recorded)
+
+
+def bytewax_recovery_dir() -> Path | None:
+    """The recovery directory ``python -m bytewax.run`` was given (``-r`` or
+    ``BYTEWAX_RECOVERY_DIRECTORY``), when this process is that command; else ``None``."""
+    main = sys.modules.get("__main__")
+    if getattr(getattr(main, "__spec__", None), "name", None) != "bytewax.run":
+        return None
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("-r", "--recovery-directory", default=os.environ.get("BYTEWAX_RECOVERY_DIRECTORY"))
+    found = parser.parse_known_args(sys.argv[1:])[0].recovery_directory
+    return Path(found) if found else None
