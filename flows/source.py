@@ -133,20 +133,32 @@ class EventStoreSource(FixedPartitionedSource[SourceRecord, str | None]):
         self.collections = sorted(set(collections))
         self.follow = follow
         self.batch_size = batch_size
-        self.shards = shards if shards > 1 and supports_shards(settings) else 1
-        self._parts: dict[str, tuple[str, Shard | None]] = {}
-        for collection in self.collections:
-            for shard in ([None] if self.shards == 1 else [Shard(i, self.shards) for i in range(self.shards)]):
-                self._parts[part_name(collection, shard)] = (collection, shard)
+        self.shards = shards
+        self._parts: dict[str, tuple[str, Shard | None]] | None = None
+
+    def _layout(self) -> dict[str, tuple[str, Shard | None]]:
+        """Partition name -> (collection, shard); decided on first use, from the store itself."""
+        if self._parts is None:
+            if self.shards > 1:
+                store = open_event_store(self.settings)
+                try:
+                    if not getattr(store, "supports_shards", False):
+                        self.shards = 1
+                finally:
+                    store.close()
+            shards = [None] if self.shards == 1 else [Shard(i, self.shards) for i in range(self.shards)]
+            self._parts = {part_name(c, shard): (c, shard) for c in self.collections for shard in shards}
+        return self._parts
 
     def list_parts(self) -> list[str]:
-        return sorted(self._parts)
+        return sorted(self._layout())
 
     def build_part(self, step_id: str, for_part: str, resume_state: Any) -> _CollectionPartition:
+        parts = self._layout()
         try:
-            collection, shard = self._parts[for_part]
+            collection, shard = parts[for_part]
         except KeyError:  # Bytewax checks recovery state against list_parts first; this is a bug guard
-            raise ValueError(f"unknown source partition {for_part!r}; known: {sorted(self._parts)}") from None
+            raise ValueError(f"unknown source partition {for_part!r}; known: {sorted(parts)}") from None
         return _CollectionPartition(open_event_store(self.settings), collection, resume_state, self.follow,
                                     self.batch_size, self.settings.poll_interval_s, shard)
 

@@ -112,10 +112,25 @@ def test_one_shard_keeps_the_plain_collection_names(settings):
     assert EventStoreSource(settings, ["pings", "orders"], shards=1).list_parts() == ["orders", "pings"]
 
 
-def test_a_mongodb_collection_stays_one_partition_whatever_the_shard_count(tmp_path):
-    mongo = Settings(home=tmp_path, event_store="mongo", mongo_url="mongodb://localhost:27017/?replicaSet=rs0")
-    source = EventStoreSource(mongo, ["pings", "orders"], shards=4)
-    assert source.shards == 1 and source.list_parts() == ["orders", "pings"]
+def test_a_store_that_cannot_shard_keeps_one_partition_per_collection(settings, monkeypatch):
+    from flows import source as source_module
+    from kairos.stores.event_store import supports_shards
+    from kairos.stores.mongo_store import MongoEventStore
+
+    class ChangeStreams:  # like MongoEventStore: one change stream per collection, no Shard reads
+        closed = False
+
+        def close(self) -> None:
+            self.closed = True
+
+    opened = ChangeStreams()
+    monkeypatch.setattr(source_module, "open_event_store", lambda s: opened)
+    source = EventStoreSource(settings, ["pings", "orders"], shards=4)
+    assert source.list_parts() == ["orders", "pings"] and source.shards == 1
+    assert opened.closed  # asked, then let go
+    assert not getattr(MongoEventStore, "supports_shards", False)
+    mongo = Settings(home=settings.home, event_store="mongo", mongo_url="mongodb://localhost:27017/?replicaSet=rs0")
+    assert not supports_shards(mongo) and supports_shards(settings)
 
 
 def test_bad_shard_requests_are_refused_with_a_clear_error(settings):

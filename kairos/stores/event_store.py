@@ -199,6 +199,10 @@ def open_event_store(settings: Any) -> EventStore:
 
 
 def supports_shards(settings: Any) -> bool:
-    """Whether the configured store reads a collection in :class:`Shard` slices (the SQLite log
-    does; a MongoDB collection is one change stream)."""
-    return getattr(settings, "event_store", "sqlite") != "mongo"
+    """Whether the configured kind of store reads a collection in :class:`Shard` slices (the
+    SQLite log does; a MongoDB collection is one change stream), without opening it."""
+    if getattr(settings, "event_store", "sqlite") == "mongo":
+        from kairos.stores.mongo_store import MongoEventStore
+
+        return bool(getattr(MongoEventStore, "supports_shards", False))
+    return SqliteEventStore.supports_shards
