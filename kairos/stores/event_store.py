@@ -132,20 +132,14 @@ class SqliteEventStore:
              shard: Shard | None = None) -> list[SourceRecord]:
         """Up to ``limit`` records of ``collection`` after ``after``; only ``shard``'s when given
         (``seq % count == index``: each record is in exactly one shard, in order within it)."""
-        if shard is None or shard.count == 1:
-            cur = self._conn().execute(
-                "SELECT seq, op, document, appended_at FROM events WHERE collection = ? AND seq > ? "
-                "ORDER BY seq LIMIT ?",
-                (collection, int(after or 0), limit),
-            )
-        else:
+        where, args = "collection = ? AND seq > ?", [collection, int(after or 0)]
+        if shard is not None and shard.count > 1:
             if not 0 <= shard.index < shard.count:
                 raise ValueError(f"shard index {shard.index} is not in 0..{shard.count - 1}")
-            cur = self._conn().execute(
-                "SELECT seq, op, document, appended_at FROM events WHERE collection = ? AND seq > ? "
-                "AND seq % ? = ? ORDER BY seq LIMIT ?",
-                (collection, int(after or 0), shard.count, shard.index, limit),
-            )
+            where += " AND seq % ? = ?"
+            args += [shard.count, shard.index]
+        cur = self._conn().execute(
+            f"SELECT seq, op, document, appended_at FROM events WHERE {where} ORDER BY seq LIMIT ?", (*args, limit))
         return [
             SourceRecord(
                 collection=collection,
