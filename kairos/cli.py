@@ -106,7 +106,13 @@ def serve(
     # environment (every other setting is already there, each worker reads it with from_env).
     if home is not None:
         os.environ["KAIROS_HOME"] = str(home)
-    uvicorn.run("serving.app:create_app", factory=True, host=host, port=port, workers=n)
+    if not settings.api_reuse_port:
+        uvicorn.run("serving.app:create_app", factory=True, host=host, port=port, workers=n)
+        return
+    # One SO_REUSEPORT socket per worker, so the kernel spreads connections (serving/supervisor.py).
+    from serving.supervisor import serve_workers
+
+    serve_workers("serving.app:create_app", factory=True, host=host, port=port, workers=n)
 
 
 @deadletters_app.command("list")

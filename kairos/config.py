@@ -65,6 +65,9 @@ class Settings:
     api_port: int = 8000
     #: Worker processes of ``kairos serve`` (uvicorn ``--workers``); each holds its own caches.
     api_workers: int = 1
+    #: With several workers, each listens on its own ``SO_REUSEPORT`` socket so the kernel spreads
+    #: connections over them (``serving/supervisor.py``); off: uvicorn's one shared socket.
+    api_reuse_port: bool = True
     #: Every API route asks for an API key of the right scope (``Authorization: Bearer <key>``).
     #: Off only for tests and embedded experiments; see ``kairos keys``.
     auth_required: bool = True

@@ -363,11 +363,16 @@ class RedisUserEmbeddingStore:
         ids = list(user_ids)
         if not ids:
             return []
-        pipe = self.client.pipeline(transaction=False)
-        for user_id in ids:
-            pipe.hmget(self.key(user_id), ["total", "weight", "ts", "count"])
+        fields = ("total", "weight", "ts", "count")
+        if len(ids) == 1:  # a request reads one user: a pipeline would cost more CPU than the command
+            replies = [self.client.hmget(self.key(ids[0]), fields)]
+        else:
+            pipe = self.client.pipeline(transaction=False)
+            for user_id in ids:
+                pipe.hmget(self.key(user_id), fields)
+            replies = pipe.execute()
         out: list[EmbeddingState | None] = []
-        for total, weight, ts, count in pipe.execute():
+        for total, weight, ts, count in replies:
             if total is None:
                 out.append(None)
             else:

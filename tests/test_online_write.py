@@ -83,8 +83,24 @@ def test_redis_fast_path_stores_what_feast_stores(tmp_path):
         assert fast_hashes == feast_hashes
         assert all("_redis_writer" in w.__qualname__ for w in fast._writers.values())  # not Feast's path
         check_reads(fast)
+        check_direct_reads(fast)
     finally:
         client.flushdb()
+
+
+def check_direct_reads(features: OnlineFeatures) -> None:
+    """Serving's direct Redis read (``read_fast``) returns what Feast's ``get_online_features``
+    returns: every field or a few, a key read alone or with others, keys with nothing stored."""
+    for view, entity in (("user_activity", "user_id"), ("item_stats", "item_id")):
+        stored = sorted({row[entity] for v, row in sample_rows() if v == view})
+        keys = [{entity: k} for k in [*stored, "nobody"]]
+        few = tuple(f.name for f in VIEWS[view].fields if f.name != "as_of")[:2]
+        for fields in (None, few):
+            expected = features.read(view, keys, fields)
+            assert features.read_fast(view, keys, fields) == expected
+            assert [features.read_fast(view, [key], fields)[0] for key in keys] == expected  # one key: no pipeline
+            assert expected[-1] is None and all(row is not None for row in expected[:-1])
+    assert all(callable(reader) for reader in features._redis_readers.values())  # the direct path answered
 
 
 def check_reads(features: OnlineFeatures) -> None:

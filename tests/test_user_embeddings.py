@@ -241,6 +241,8 @@ def test_store_round_trip(store) -> None:
     assert (got[0].weight, got[0].ts, got[0].count) == (2.5, 100.0, 3)
     np.testing.assert_array_equal(got[2].total, -vector)
     assert read_one(store, "u1").count == 3
+    np.testing.assert_array_equal(store.read(["u:2"])[0].total, -vector)  # one user: read alone
+    assert store.read(["nobody"]) == [None]
     assert store.read([]) == []
 
 

@@ -11,10 +11,13 @@ impressions) and ``POST /v1/feedback`` clicks and purchases by :func:`engage_pro
 property, so there is something to learn), until a bandit that has learned enough is published and
 the API ranks with it (checked in its responses), or ``--learn-timeout`` passes (then the JSON says
 so and the transparent ranker is measured). The learning flow stops before anything is measured, so
-the measured window holds the same work as with ``--ranker transparent``. The clients are
-threads of this process. Besides latency and throughput it reports the CPU the server processes spent per request
-(and the client's), from the processes' CPU times around the measured window: on a small machine
-that, not the latency, says what a request costs.
+the measured window holds the same work as with ``--ranker transparent``. The measured clients
+are event-loop connections of this process (:mod:`kairos.bench.load`: a fifth of httpx's CPU per
+request, and no GIL queue between client threads counted as server latency); ``--client threads``
+measures with httpx threads as the bench did first, ``--client both`` measures both, one after
+the other. Besides latency and throughput it reports the CPU the server processes spent per
+request (and the client's), from the processes' CPU times around the measured window: on a small
+machine that, not the latency, says what a request costs.
 """
 
 from __future__ import annotations
@@ -91,6 +94,27 @@ def closed_loop(clients: int, seconds: float, call: Any) -> dict[str, float]:
     result["per_s"] = round(len(latencies) / (time.monotonic() - began), 1)
     result["errors"] = errors
     return result
+
+
+def async_closed_loop(port: int, clients: int, seconds: float, path_of: Any, headers: Mapping[str, str]
+                      ) -> dict[str, float]:
+    """As :func:`closed_loop`, with :mod:`kairos.bench.load`'s event-loop clients (one keep-alive
+    connection each) on ``127.0.0.1:port`` instead of httpx threads."""
+    from kairos.bench.load import run_closed_loop
+
+    latencies, errors, elapsed = run_closed_loop("127.0.0.1", port, clients, seconds, path_of, headers)
+    result = _percentiles(latencies)
+    result["per_s"] = round(len(latencies) / elapsed, 1)
+    result["errors"] = errors
+    return result
+
+
+#: ``--client``: how the measured clients are run.
+CLIENT_KINDS = ("async", "threads", "both")
+CLIENT_DESCRIPTIONS = {
+    "async": "one event loop in the bench process, one keep-alive connection per client (kairos/bench/load.py)",
+    "threads": "httpx.Client shared by one thread per client in the bench process",
+}
 
 
 def _ranking(settings: Any, served: bool | None = None) -> dict[str, Any]:
@@ -307,10 +331,15 @@ def register(app: typer.Typer) -> None:
                                                          "transparent ranker is measured, with a note.")] = 120.0,
         learn_clients: Annotated[int, typer.Option(help="Bandit only: clients requesting suggestions and posting "
                                                         "feedback during the warm-up.")] = 4,
+        client_kind: Annotated[str, typer.Option("--client", help="The measured clients: async (event-loop "
+                                                   "connections, kairos/bench/load.py: the default), threads "
+                                                   "(httpx on threads, as the bench measured before), or both, "
+                                                   "one after the other in the same run.")] = "async",
         as_json: Annotated[bool, typer.Option("--json", help="Print JSON (the default output).")] = True,
     ) -> None:
         """p50/p99 of GET /v1/users/{id}/suggestions beside a bare Feast read, same users, same run."""
         from datetime import UTC, datetime
+        from urllib.parse import quote
 
         import httpx
 
@@ -323,6 +352,8 @@ def register(app: typer.Typer) -> None:
         from kairos.stores.online_features import OnlineFeatures
         from kairos.stores.redis_conn import redis_client
 
+        if client_kind not in CLIENT_KINDS:
+            raise typer.BadParameter(f"--client must be one of {', '.join(CLIENT_KINDS)}, not {client_kind!r}")
         ranker = ranker or Settings().ranker  # the production default unless asked otherwise
         if ranker not in ("bandit", "transparent"):
             raise typer.BadParameter(f"--ranker must be 'bandit' or 'transparent', not {ranker!r}")
@@ -382,8 +413,28 @@ def register(app: typer.Typer) -> None:
                     return False
                 return response.status_code == 200
 
+            headers = {"Authorization": f"Bearer {token}"}
+            at_query = quote(at, safe="")
+
+            def path_of(rng: random.Random) -> str:
+                return f"/v1/users/{rng.choice(known)}/suggestions?at={at_query}"
+
+            def measure(kind: str, window_s: float) -> dict[str, Any]:
+                """One closed-loop window of ``kind`` clients, with the CPU both sides spent."""
+                server_cpu, client_cpu = _cpu_seconds(api.pid), time.process_time()
+                if kind == "async":
+                    result = async_closed_loop(port, clients, window_s, path_of, headers)
+                else:
+                    result = closed_loop(clients, window_s, suggest)
+                server_cpu, client_cpu = _cpu_seconds(api.pid) - server_cpu, time.process_time() - client_cpu
+                served = max(1, result["requests"])
+                result["server_cpu_ms_per_request"] = round(server_cpu / served * 1000, 2)
+                result["client_cpu_ms_per_request"] = round(client_cpu / served * 1000, 2)
+                return result
+
+            kinds = ["async", "threads"] if client_kind == "both" else [client_kind]
             print(f"warming up {warmup:g} s …", file=sys.stderr)
-            closed_loop(clients, warmup, suggest)  # every worker: Feast, cell caches, the item index
+            measure(kinds[0], warmup)  # every worker: Feast, cell caches, the item index
             fields = [f"user_activity:{f}" for f in ("view_count_24h", "category_affinity", "last_lat", "last_lon",
                                                      "home_cell", "travelling", "as_of")]
 
@@ -392,12 +443,8 @@ def register(app: typer.Typer) -> None:
                 return True
 
             print("measuring the API …", file=sys.stderr)
-            server_cpu, client_cpu = _cpu_seconds(api.pid), time.process_time()
-            api_result = closed_loop(clients, seconds, suggest)
-            server_cpu, client_cpu = _cpu_seconds(api.pid) - server_cpu, time.process_time() - client_cpu
-            served = max(1, api_result["requests"])
-            api_result["server_cpu_ms_per_request"] = round(server_cpu / served * 1000, 2)
-            api_result["client_cpu_ms_per_request"] = round(client_cpu / served * 1000, 2)
+            measured = {kind: measure(kind, seconds) for kind in kinds}
+            api_result = measured[kinds[0]]
             print("measuring bare Feast reads …", file=sys.stderr)
             feast_result = closed_loop(clients, seconds, bare_feast)
             emit({
@@ -405,14 +452,16 @@ def register(app: typer.Typer) -> None:
                 "profile": "redis",
                 "clients": clients,
                 "api_workers": workers,
-                "server": f"kairos serve, {workers} uvicorn worker process(es); clients: {clients} threads "
-                          "of the bench process, on the same machine",
+                "server": f"kairos serve, {workers} uvicorn worker process(es), on the same machine as the clients",
+                "client": CLIENT_DESCRIPTIONS[kinds[0]],
                 "learners": learners,
                 "auth": "on: an app key, sent as Authorization: Bearer",
                 **ranking,
                 **({} if teaching is None else {"bandit_warmup_s": teaching["seconds"], "bandit_warmup": teaching}),
                 "users": len(known),
                 "suggestions": api_result,
+                **({"suggestions_httpx_threads": measured["threads"], "client_threads": CLIENT_DESCRIPTIONS["threads"]}
+                   if client_kind == "both" else {}),
                 "bare_feast_get_online_features": feast_result,
                 "p50_ratio_api_to_feast": round(api_result["p50_ms"] / feast_result["p50_ms"], 2),
                 "p99_ratio_api_to_feast": round(api_result["p99_ms"] / feast_result["p99_ms"], 2),
