@@ -183,3 +183,19 @@ def test_serve_uses_the_supervisor_only_when_asked(monkeypatch) -> None:
     monkeypatch.setenv("KAIROS_API_REUSE_PORT", "false")
     assert runner.invoke(app, ["serve", "--workers", "2"]).exit_code == 0
     assert calls == ["reuse_port", "uvicorn workers=2"]
+
+
+def test_serve_workers_on_a_taken_port_exits_with_uvicorns_startup_failure() -> None:
+    from uvicorn.config import STARTUP_FAILURE
+
+    from serving.supervisor import serve_workers
+
+    plain = socket.socket()
+    plain.bind(("127.0.0.1", 0))
+    plain.listen()
+    try:
+        with pytest.raises(SystemExit) as exited:
+            serve_workers("pid_app:app", host="127.0.0.1", port=plain.getsockname()[1], workers=2)
+        assert exited.value.code == STARTUP_FAILURE
+    finally:
+        plain.close()
