@@ -106,12 +106,14 @@ def serve(
     # environment (every other setting is already there, each worker reads it with from_env).
     if home is not None:
         os.environ["KAIROS_HOME"] = str(home)
-    if not settings.api_reuse_port:
+    # One SO_REUSEPORT socket per worker, so the kernel spreads connections (serving/supervisor.py).
+    from serving.supervisor import reuse_port_supported, serve_workers
+
+    if settings.api_reuse_port and not reuse_port_supported():
+        typer.echo("warning: SO_REUSEPORT is not available here: the workers share one listening socket", err=True)
+    if not settings.api_reuse_port or not reuse_port_supported():
         uvicorn.run("serving.app:create_app", factory=True, host=host, port=port, workers=n)
         return
-    # One SO_REUSEPORT socket per worker, so the kernel spreads connections (serving/supervisor.py).
-    from serving.supervisor import serve_workers
-
     serve_workers("serving.app:create_app", factory=True, host=host, port=port, workers=n)
 
 

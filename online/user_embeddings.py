@@ -363,15 +363,10 @@ class RedisUserEmbeddingStore:
         ids = list(user_ids)
         if not ids:
             return []
-        fields = ("total", "weight", "ts", "count")
-        if len(ids) == 1:  # a request reads one user: a pipeline would cost more CPU than the command
-            replies = [self.client.hmget(self.key(ids[0]), fields)]
-        else:
-            pipe = self.client.pipeline(transaction=False)
-            for user_id in ids:
-                pipe.hmget(self.key(user_id), fields)
-            replies = pipe.execute()
+        from kairos.stores.redis_conn import hmget_many
+
         out: list[EmbeddingState | None] = []
+        replies = hmget_many(self.client, [self.key(user_id) for user_id in ids], ("total", "weight", "ts", "count"))
         for total, weight, ts, count in replies:
             if total is None:
                 out.append(None)

@@ -12,7 +12,7 @@ The supervision is uvicorn's own (:class:`uvicorn.supervisors.Multiprocess`: hea
 replacing a worker that died, SIGHUP restarts, SIGINT/SIGTERM), given one socket per worker
 instead of one for all. A replaced worker takes over its predecessor's socket, so the
 connections the kernel queued on it meanwhile are served, not lost. Where ``SO_REUSEPORT`` does not
-exist (not Linux or BSD), :func:`serve_workers` falls back to uvicorn's shared socket.
+exist (not Linux or BSD), ``kairos serve`` uses uvicorn's shared socket, with a warning.
 """
 
 from __future__ import annotations
@@ -121,14 +121,10 @@ class ReusePortMultiprocess(Multiprocess):
 
 def serve_workers(app: str, host: str, port: int, workers: int, **options: Any) -> None:
     """Serve the ASGI app import string ``app`` (a factory when ``factory=True`` is passed) in
-    ``workers`` processes, one ``SO_REUSEPORT`` socket each."""
+    ``workers`` processes, one ``SO_REUSEPORT`` socket each (see :func:`reuse_port_supported`)."""
     import sys
 
     config = Config(app, host=host, port=port, workers=workers, **options)
-    if not reuse_port_supported():
-        log.warning("SO_REUSEPORT is not available here: the workers share one listening socket")
-        Multiprocess(config, sockets=[config.bind_socket()]).run()
-        return
     try:
         sockets = reuse_port_sockets(host, port, workers)
     except OSError as exc:

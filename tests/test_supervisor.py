@@ -183,6 +183,12 @@ def test_serve_uses_the_supervisor_only_when_asked(monkeypatch) -> None:
     monkeypatch.setenv("KAIROS_API_REUSE_PORT", "false")
     assert runner.invoke(app, ["serve", "--workers", "2"]).exit_code == 0
     assert calls == ["reuse_port", "uvicorn workers=2"]
+    # Asked for, but the platform has no SO_REUSEPORT: the shared socket, with a warning.
+    monkeypatch.setenv("KAIROS_API_REUSE_PORT", "true")
+    monkeypatch.setattr(serving.supervisor, "reuse_port_supported", lambda: False)
+    unsupported = runner.invoke(app, ["serve", "--workers", "2"])
+    assert unsupported.exit_code == 0 and "SO_REUSEPORT is not available" in unsupported.output
+    assert calls == ["reuse_port", "uvicorn workers=2", "uvicorn workers=2"]
 
 
 def test_serve_workers_on_a_taken_port_exits_with_uvicorns_startup_failure() -> None:

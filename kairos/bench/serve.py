@@ -90,8 +90,13 @@ def closed_loop(clients: int, seconds: float, call: Any) -> dict[str, float]:
         thread.start()
     for thread in threads:
         thread.join()
+    return _summary(latencies, errors, time.monotonic() - began)
+
+
+def _summary(latencies: list[float], errors: int, elapsed_s: float) -> dict[str, float]:
+    """A closed-loop window's percentiles, requests a second and errors."""
     result = _percentiles(latencies)
-    result["per_s"] = round(len(latencies) / (time.monotonic() - began), 1)
+    result["per_s"] = round(len(latencies) / elapsed_s, 1)
     result["errors"] = errors
     return result
 
@@ -102,11 +107,7 @@ def async_closed_loop(port: int, clients: int, seconds: float, path_of: Any, hea
     connection each) on ``127.0.0.1:port`` instead of httpx threads."""
     from kairos.bench.load import run_closed_loop
 
-    latencies, errors, elapsed = run_closed_loop("127.0.0.1", port, clients, seconds, path_of, headers)
-    result = _percentiles(latencies)
-    result["per_s"] = round(len(latencies) / elapsed, 1)
-    result["errors"] = errors
-    return result
+    return _summary(*run_closed_loop("127.0.0.1", port, clients, seconds, path_of, headers))
 
 
 #: ``--client``: how the measured clients are run.

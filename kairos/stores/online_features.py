@@ -276,13 +276,15 @@ class OnlineFeatures:
 
     def _redis_reader_for(self, view: str) -> Callable[[list[dict[str, str]], list[str]], list[dict[str, Any] | None]] | bool:
         """For Feast's Redis online store with redis-py: a reader sending one ``HMGET`` per key
-        (no pipeline for a single key), for the same hash fields Feast's ``online_read`` asks for
+        (:func:`kairos.stores.redis_conn.hmget_many`), for the same hash fields Feast's ``online_read`` asks for
         and decoding the same ``ValueProto`` bytes; ``False`` for any other online store. Serving
         reads one user row per request, and Feast's pipeline, its lists of field names and a
         ``ValueProto`` per feature cost more CPU than the round trip. It leaves out the row's
         ``_ts`` field: :meth:`read_fast` takes the row's time from ``as_of``, like :meth:`read`."""
         from feast.infra.online_stores.helpers import _mmh3
         from feast.infra.online_stores.redis import RedisOnlineStore, _versioned_fv_name
+
+        from kairos.stores.redis_conn import hmget_many
 
         config = self.store.config
         online = config.online_store
@@ -301,14 +303,7 @@ class OnlineFeatures:
             if wanted is None:
                 wanted = hash_fields[tuple(names)] = [_mmh3(f"{fv_name}:{name}") for name in names]
             redis_keys = [self._entity_key_bytes(view, spec, key) + project for key in keys]
-            client = store._get_client(online)
-            if len(redis_keys) == 1:
-                replies = [client.hmget(redis_keys[0], wanted)]
-            else:
-                with client.pipeline(transaction=False) as pipe:
-                    for redis_key in redis_keys:
-                        pipe.hmget(redis_key, wanted)
-                    replies = pipe.execute()
+            replies = hmget_many(store._get_client(online), redis_keys, wanted)
             out: list[dict[str, Any] | None] = []
             for key, values in zip(keys, replies, strict=True):
                 row = {name: (_python_value(parse(value)) if value else None)
